@@ -310,6 +310,10 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
 
+    def _semantic(self) -> list[tuple[str, str]]:
+        """Fields compared by message equality: Content-Length is derived from the body."""
+        return [(k, v) for k, _, v in self._items if k != "content-length"]
+
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         self._items.append((_key(name), _canonical_name(name), value))
@@ -469,10 +473,10 @@ class Request(_Message):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        return (self.method, self.uri, self.headers, self.body) == (
+        return (self.method, self.uri, self.headers._semantic(), self.body) == (
             other.method,
             other.uri,
-            other.headers,
+            other.headers._semantic(),
             other.body,
         )
 
@@ -510,10 +514,10 @@ class Response(_Message):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):
             return NotImplemented
-        return (self.status, self.reason, self.headers, self.body) == (
+        return (self.status, self.reason, self.headers._semantic(), self.body) == (
             other.status,
             other.reason,
-            other.headers,
+            other.headers._semantic(),
             other.body,
         )
 

@@ -1,0 +1,195 @@
+"""The composition root: builds every part from the validated config and wires them.
+
+Parts receive collaborators in their constructors; nothing here is global. ``Gateway.start()``
+opens the store (running migrations), reloads devices, binds SIP and HTTP, and starts the
+periodic sweeps; ``stop()`` follows uvicorn's order: stop intake, finish pending work, flush
+the store, close sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+
+from gateway.config import GatewayConfig
+from gateway.devices import StoreDeviceSink
+from gateway.events import GatewayEvent
+from gateway.metrics import Metrics
+from gateway.registrar import Registrar, RegistrarConfig
+from gateway.sip_handler import GatewaySipHandler
+from gateway.store import Store, WriteBehind
+from sip.auth import DigestVerifier, NonceCounter, NonceManager
+from sip.endpoint import SipEndpoint
+from sip.transport import TransportConfig
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("gbgw.app")
+
+
+def utc_now() -> datetime:
+    """Wall clock, timezone-aware UTC (only for timestamps, never for timeouts)."""
+    return datetime.now(UTC)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn on our loop; signals belong to ``gbgw serve``, not to uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Gateway:
+    """One gbgw node."""
+
+    def __init__(self, config: GatewayConfig, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics()
+        self.started_at = clock()
+        self._listeners: list[Callable[[GatewayEvent], None]] = []
+        self.store = Store(config.storage_url(), data_dir=Path(config.gateway.data_dir))
+        self.write_behind = WriteBehind(
+            self.store, flush_interval=config.storage.flush_interval
+        )
+        self.device_sink = StoreDeviceSink(self.store, self.write_behind)
+        sip = config.sip
+        secret = secrets.token_bytes(32)
+        self.verifier = DigestVerifier(
+            config.gateway.domain, NonceManager(secret, 300.0), NonceCounter(300.0)
+        )
+        self.handler = GatewaySipHandler(self)
+        self.endpoint = SipEndpoint(
+            TransportConfig(
+                listen=sip.listen,
+                port=sip.port,
+                transports=tuple(sip.transports),
+                max_message=sip.max_message_size,
+                tcp_idle_timeout=sip.tcp_idle_timeout,
+            ),
+            self.handler.handle,
+            advertise=sip.advertise,
+            user_agent="gbgw/0.1",
+            observer=self.metrics,
+        )
+        self.registrar = Registrar(
+            RegistrarConfig(
+                server_id=config.gateway.id,
+                domain=config.gateway.domain,
+                password=sip.password,
+                register_expires=sip.register_expires,
+                register_min_expires=sip.register_min_expires,
+                register_max_expires=sip.register_max_expires,
+                keepalive_interval=sip.keepalive_interval,
+                keepalive_max_missed=sip.keepalive_max_missed,
+                auth_max_failures=sip.auth_max_failures,
+                auth_lockout=sip.auth_lockout,
+            ),
+            self.verifier,
+            self.device_sink,
+            self.metrics,
+            clock,
+            self.endpoint.send_response,
+            self.publish,
+        )
+        self._http: _EmbeddedServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.http_address: tuple[str, int] | None = None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[GatewayEvent], None]) -> None:
+        """Receive every gateway event (called synchronously on the loop)."""
+        self._listeners.append(listener)
+
+    def publish(self, event: GatewayEvent) -> None:
+        """Deliver an event to every listener; a failing listener is logged, not fatal."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed for %r", event)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, reload devices, bind SIP and HTTP."""
+        await self.store.open()
+        self.registrar.load(await self.device_sink.load())
+        await self.write_behind.start()
+        await self.device_sink.start()
+        await self.endpoint.start()
+        await self._start_http()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="registrar-sweep")
+
+    async def _start_http(self) -> None:
+        from gateway.api import create_api  # FastAPI import is heavy; keep it off the CLI path
+
+        http = self.config.http
+        app = create_api(self)
+        family = socket.AF_INET6 if ":" in http.listen else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((http.listen, http.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.http_address = sock.getsockname()[:2]
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=3,
+            )
+        )
+        self._http = server
+        # The socket already listens, so clients queue in its backlog until uvicorn accepts.
+        self._http_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+
+    async def _sweep_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            self.registrar.sweep(loop.time())
+            if self.endpoint.transports is not None:
+                self.metrics.tcp_connections.set(self.endpoint.transports.tcp_connections)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: intake off, pending work done, store flushed, sockets closed."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._http_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, 5.0)
+        await self.registrar.close()
+        await self.endpoint.close()
+        await self.device_sink.close()
+        await self.write_behind.close()
+        await self.store.close()
+
+    def ready_fields(self) -> dict[str, str]:
+        """Addresses bound, for the ``ready`` log line that tests and operators wait for."""
+        t = self.endpoint.transports
+        out: dict[str, str] = {}
+        if t is not None and t.udp_address is not None:
+            out["sip_udp"] = f"{t.udp_address[0]}:{t.udp_address[1]}"
+        if t is not None and t.tcp_address is not None:
+            out["sip_tcp"] = f"{t.tcp_address[0]}:{t.tcp_address[1]}"
+        if self.http_address is not None:
+            out["http"] = f"{self.http_address[0]}:{self.http_address[1]}"
+        return out
