@@ -402,9 +402,9 @@ class Registrar:
             if device.online and device.deadline <= now:
                 if device.expiry_deadline <= now:
                     self.metrics.registrations.labels("expired").inc()
-                    self._set_online(device, False, "registration expired")
+                    self._set_online(device, False, "registration_expired")
                 else:
-                    self._set_online(device, False, "keepalive timeout")
+                    self._set_online(device, False, "keepalive_timeout")
 
     async def forget(self, device_id: str) -> bool:
         """Unregister and delete a device (API DELETE)."""

@@ -329,9 +329,11 @@ class SipEndpoint:
                 self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        due = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
-        self.layer.handle_timer(self.loop.time())
+        # uvloop rounds timers to milliseconds and may fire a hair early: never spin.
+        self.layer.handle_timer(max(self.loop.time(), due))
         self._pump()
 
 

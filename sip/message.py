@@ -215,7 +215,7 @@ class Via:
         params = list(self.params)
         for name, value in updates.items():
             for i, (k, _) in enumerate(params):
-                if k.lower() == name:
+                if k.lower() == name.lower():
                     params[i] = (k, value)
                     break
             else:

@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sip.errors import SipParseError
 from sip.message import MAX_MESSAGE, StreamFramer
@@ -50,8 +51,8 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio's, so no isinstance check here
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data.strip(b"\r\n"):
@@ -74,13 +75,12 @@ class _Conn(asyncio.Protocol):
         self.closed: asyncio.Future[None] = owner.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
         if len(self.owner._conns) >= self.owner.config.tcp_max_connections:
             log.warning("tcp connection limit reached; refusing %s:%d", *self.peer)
-            transport.abort()
+            self.transport.abort()
             return
         old = self.owner._conns.get(self.peer)
         if old is not None and old is not self and old.transport is not None:

@@ -72,6 +72,22 @@ def _device_out(d: Device) -> DeviceOut:
     )
 
 
+def authorize(request: Request) -> str:
+    """The bearer-token check: the consumer name, or 401."""
+    tokens: list[str] = request.app.state.tokens
+    if not tokens:
+        return "local"
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        for t in tokens:
+            if hmac.compare_digest(value.strip().encode(), t.encode()):
+                return "token"
+    raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+
+Auth = Annotated[str, Depends(authorize)]
+
+
 def create_api(gw: Gateway) -> FastAPI:
     """The FastAPI application for one gateway."""
     app = FastAPI(
@@ -79,20 +95,8 @@ def create_api(gw: Gateway) -> FastAPI:
         version="0.1.0",
         description="GB/T 28181 gateway: registrar, catalog, media relay and cascade.",
     )
-    tokens = [t for t in [gw.config.http.token] if t]
-
-    def authorize(request: Request) -> str:
-        if not tokens:
-            return "local"
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
-            for t in tokens:
-                if hmac.compare_digest(value.strip().encode(), t.encode()):
-                    return "token"
-        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-
-    Auth = Annotated[str, Depends(authorize)]
+    app.state.gw = gw
+    app.state.tokens = [t for t in [gw.config.http.token] if t]
 
     @app.exception_handler(SipError)
     async def _sip_error(_: Request, exc: SipError) -> JSONResponse:
