@@ -19,6 +19,7 @@ def test_all_names_exist_and_are_unique() -> None:
 def test_sans_io_imports_only_the_standard_library_and_itself() -> None:
     allowed = {
         "__future__",
+        "defusedxml",
         "collections",
         "dataclasses",
         "decimal",
