@@ -19,13 +19,18 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.audit import AuditLog
+from gateway.catalog import CatalogService
+from gateway.channels import ChannelTable
 from gateway.config import GatewayConfig
+from gateway.devicectl import Manscdp
 from gateway.devices import StoreDeviceSink
 from gateway.events import GatewayEvent
 from gateway.metrics import Metrics
 from gateway.registrar import Registrar, RegistrarConfig
 from gateway.sip_handler import GatewaySipHandler
 from gateway.store import Store, WriteBehind
+from gateway.zones import Consumer, ZonePolicy
 from sip.auth import DigestVerifier, NonceCounter, NonceManager
 from sip.endpoint import SipEndpoint
 from sip.transport import TransportConfig
@@ -62,6 +67,12 @@ class Gateway:
             self.store, flush_interval=config.storage.flush_interval
         )
         self.device_sink = StoreDeviceSink(self.store, self.write_behind)
+        self.channels = ChannelTable()
+        self.zones = ZonePolicy(config.zone, config.token, config.upstream, self.metrics)
+        self.operator = Consumer(
+            "operator", "local", self.zones.zone_names, frozenset({1, 2, 3}), True, True
+        )
+        self.audit = AuditLog(self.write_behind, self.store, clock)
         sip = config.sip
         secret = secrets.token_bytes(32)
         self.verifier = DigestVerifier(
@@ -101,6 +112,15 @@ class Gateway:
             self.endpoint.send_response,
             self.publish,
         )
+        self.manscdp = Manscdp(self)
+        cat = config.catalog
+        self.catalog = CatalogService(
+            self,
+            fragment_idle=cat.fragment_idle,
+            max_wait=cat.max_wait,
+            interval=cat.interval,
+            query_on_register=cat.query_on_register,
+        )
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -128,6 +148,7 @@ class Gateway:
         self.registrar.load(await self.device_sink.load())
         await self.write_behind.start()
         await self.device_sink.start()
+        await self.catalog.start()
         await self.endpoint.start()
         await self._start_http()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="registrar-sweep")
@@ -177,10 +198,23 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5.0)
         await self.registrar.close()
+        await self.catalog.close()
         await self.endpoint.close()
         await self.device_sink.close()
         await self.write_behind.close()
         await self.store.close()
+
+    # -- questions the API asks ------------------------------------------------------------
+
+    def device_visible(self, consumer: Consumer, device_id: str) -> bool:
+        """A device is visible to a restricted consumer only through a channel it may see."""
+        if self.zones.sees_all(consumer):
+            return True
+        return any(
+            self.zones.allows(consumer, c)
+            for c in self.channels.of_device(device_id)
+            if c.kind == "channel"
+        )
 
     def ready_fields(self) -> dict[str, str]:
         """Addresses bound, for the ``ready`` log line that tests and operators wait for."""

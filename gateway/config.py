@@ -297,6 +297,31 @@ class StorageConfig(_Model):
         return value
 
 
+class CatalogConfig(_Model):
+    """``[catalog]``: when and how device catalogs are queried and assembled."""
+
+    query_on_register: bool = True
+    interval: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    fragment_idle: Seconds = 5.0
+    max_wait: Seconds = 60.0
+
+
+class KpiPlan(_Model):
+    """One planned count: channels a county should have for one camera class."""
+
+    county: str = Field(pattern=r"^[0-9]{6}$")
+    class_: CameraClass = Field(alias="class")
+    channels: int = Field(ge=0)
+
+
+class KpiConfig(_Model):
+    """``[kpi]``: the availability window and the plan's channel counts."""
+
+    window: Seconds = 86400.0
+    target: float = Field(default=0.98, gt=0, le=1)
+    plan: tuple[KpiPlan, ...] = ()
+
+
 class LogConfig(_Model):
     """``[log]``: level and line format (``auto`` = console on a TTY, else JSON)."""
 
@@ -367,6 +392,8 @@ class GatewayConfig(_Model):
     media: MediaConfig = Field(default_factory=MediaConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    kpi: KpiConfig = Field(default_factory=KpiConfig)
     zone: tuple[ZoneConfig, ...] = ()
     token: tuple[TokenConfig, ...] = ()
     upstream: tuple[UpstreamConfig, ...] = ()

@@ -87,6 +87,26 @@ class Metrics:
         self.store_flushes = Counter(
             "gbgw_store_flushes_total", "Write-behind batches written", registry=r
         )
+        kpi = ["county", "class"]
+        self.kpi_online_rate = Gauge(
+            "gbgw_kpi_online_rate", "Share of channels online (0-1)", kpi, registry=r
+        )
+        self.kpi_networking_rate = Gauge(
+            "gbgw_kpi_networking_rate", "Channels online per planned channel", kpi, registry=r
+        )
+        self.kpi_availability = Gauge(
+            "gbgw_kpi_availability",
+            "Mean share of time channels were online over the KPI window (0-1)",
+            kpi,
+            registry=r,
+        )
+        self.kpi_hd_rate = Gauge(
+            "gbgw_kpi_hd_rate", "Share of channels of known resolution that are HD", kpi, registry=r
+        )
+        self.kpi_channels = Gauge("gbgw_kpi_channels", "Channels known", kpi, registry=r)
+        self.kpi_channels_online = Gauge(
+            "gbgw_kpi_channels_online", "Channels online", kpi, registry=r
+        )
 
     # EndpointObserver -----------------------------------------------------------------------
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.manscdp import Keepalive, ManscdpError, decode
+from gateway.manscdp import (
+    CatalogNotify,
+    CatalogResponse,
+    DeviceControlResponse,
+    DeviceInfoResponse,
+    DeviceStatusResponse,
+    Keepalive,
+    ManscdpError,
+    decode,
+)
 from sip.endpoint import new_tag
 from sip.errors import BadRequest, NotFound, SipError, UnsupportedMediaType
 from sip.message import Request, Response, make_response
@@ -43,7 +52,7 @@ class GatewaySipHandler:
         method = req.method
         if method == "REGISTER":
             return self.gw.registrar.handle_register(req, source, now)
-        if method == "MESSAGE":
+        if method in ("MESSAGE", "NOTIFY"):
             return self._message(req, source, now)
         if method == "OPTIONS":
             return make_response(
@@ -74,6 +83,7 @@ class GatewaySipHandler:
                 source[2],
                 exc.reason.replace(" ", "_")[:80],
             )
+            self.gw.catalog.on_malformed_fragment(req.from_.uri.user or "")
             if exc.status == 415:
                 raise UnsupportedMediaType(exc.reason) from None
             raise BadRequest(exc.reason) from None
@@ -83,4 +93,17 @@ class GatewaySipHandler:
             return make_response(req, 200, to_tag=new_tag())
         if self.gw.registrar.seen(device_id, now) is None:
             raise NotFound("device not registered")
+        match msg:
+            case CatalogResponse():
+                self.gw.catalog.on_response(device_id, msg, now)
+            case CatalogNotify():
+                self.gw.catalog.on_notify(device_id, msg, now)
+            case DeviceInfoResponse():
+                self.gw.manscdp.deliver(device_id, "DeviceInfo", msg)
+            case DeviceStatusResponse():
+                self.gw.manscdp.deliver(device_id, "DeviceStatus", msg)
+            case DeviceControlResponse():
+                self.gw.manscdp.deliver(device_id, "DeviceControl", msg)
+            case _:
+                pass
         return make_response(req, 200, to_tag=new_tag())

@@ -8,15 +8,16 @@ one handler.
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from gateway.api.auth import ConsumerDep
+from gateway.api.catalog_routes import router as catalog_router
 from sip.errors import SipError
 
 if TYPE_CHECKING:
@@ -72,22 +73,6 @@ def _device_out(d: Device) -> DeviceOut:
     )
 
 
-def authorize(request: Request) -> str:
-    """The bearer-token check: the consumer name, or 401."""
-    tokens: list[str] = request.app.state.tokens
-    if not tokens:
-        return "local"
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        for t in tokens:
-            if hmac.compare_digest(value.strip().encode(), t.encode()):
-                return "token"
-    raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-
-
-Auth = Annotated[str, Depends(authorize)]
-
-
 def create_api(gw: Gateway) -> FastAPI:
     """The FastAPI application for one gateway."""
     app = FastAPI(
@@ -96,7 +81,7 @@ def create_api(gw: Gateway) -> FastAPI:
         description="GB/T 28181 gateway: registrar, catalog, media relay and cascade.",
     )
     app.state.gw = gw
-    app.state.tokens = [t for t in [gw.config.http.token] if t]
+    app.include_router(catalog_router)
 
     @app.exception_handler(SipError)
     async def _sip_error(_: Request, exc: SipError) -> JSONResponse:
@@ -111,30 +96,36 @@ def create_api(gw: Gateway) -> FastAPI:
         return Health(status="ok")
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics(_: Auth) -> Response:
+    async def metrics(consumer: ConsumerDep) -> Response:  # noqa: ARG001
         """Prometheus text format."""
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/devices", response_model=list[DeviceOut], tags=["devices"])
     async def list_devices(
-        _: Auth,
+        consumer: ConsumerDep,
         online: Annotated[bool | None, Query(description="only online / offline devices")] = None,
     ) -> list[DeviceOut]:
         """Every known device, optionally filtered by online state."""
         devices = gw.registrar.devices.values()
-        return [_device_out(d) for d in devices if online is None or d.online == online]
+        return [
+            _device_out(d)
+            for d in devices
+            if (online is None or d.online == online) and gw.device_visible(consumer, d.device_id)
+        ]
 
     @app.get("/api/devices/{device_id}", response_model=DeviceOut, tags=["devices"])
-    async def get_device(device_id: str, _: Auth) -> DeviceOut:
+    async def get_device(device_id: str, consumer: ConsumerDep) -> DeviceOut:
         """One device."""
         d = gw.registrar.devices.get(device_id)
-        if d is None:
+        if d is None or not gw.device_visible(consumer, device_id):
             raise HTTPException(404, f"device {device_id} not found")
         return _device_out(d)
 
     @app.delete("/api/devices/{device_id}", response_model=Deleted, tags=["devices"])
-    async def delete_device(device_id: str, _: Auth) -> Deleted:
+    async def delete_device(device_id: str, consumer: ConsumerDep) -> Deleted:
         """Unregister and forget a device and its channels."""
+        if not gw.zones.sees_all(consumer):
+            raise HTTPException(403, "only the operator may delete devices")
         if not await gw.registrar.forget(device_id):
             raise HTTPException(404, f"device {device_id} not found")
         return Deleted(deleted=device_id)
