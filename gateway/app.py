@@ -13,7 +13,9 @@ import contextlib
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Generator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from gateway.channels import ChannelTable
 from gateway.config import GatewayConfig
 from gateway.devicectl import Manscdp
 from gateway.devices import StoreDeviceSink
-from gateway.events import GatewayEvent
+from gateway.events import DeviceOffline, DeviceOnline, GatewayEvent
+from gateway.kpi import KpiService
 from gateway.metrics import Metrics
 from gateway.registrar import Registrar, RegistrarConfig
 from gateway.sip_handler import GatewaySipHandler
@@ -63,16 +66,20 @@ class Gateway:
         self.started_at = clock()
         self._listeners: list[Callable[[GatewayEvent], None]] = []
         self.store = Store(config.storage_url(), data_dir=Path(config.gateway.data_dir))
-        self.write_behind = WriteBehind(
-            self.store, flush_interval=config.storage.flush_interval
-        )
+        self.write_behind = WriteBehind(self.store, flush_interval=config.storage.flush_interval)
         self.device_sink = StoreDeviceSink(self.store, self.write_behind)
         self.channels = ChannelTable()
-        self.zones = ZonePolicy(config.zone, config.token, config.upstream, self.metrics)
-        self.operator = Consumer(
-            "operator", "local", self.zones.zone_names, frozenset({1, 2, 3}), True, True
+        self.zones = ZonePolicy(
+            config.zone, config.token, config.upstream, self.metrics, http_token=config.http.token
         )
         self.audit = AuditLog(self.write_behind, self.store, clock)
+        self.kpi = KpiService(
+            self.metrics,
+            time.monotonic,
+            {(p.county, p.class_): p.channels for p in config.kpi.plan},
+            window=config.kpi.window,
+            target=config.kpi.target,
+        )
         sip = config.sip
         secret = secrets.token_bytes(32)
         self.verifier = DigestVerifier(
@@ -149,6 +156,7 @@ class Gateway:
         await self.write_behind.start()
         await self.device_sink.start()
         await self.catalog.start()
+        self.subscribe(self._observe)
         await self.endpoint.start()
         await self._start_http()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="registrar-sweep")
@@ -180,11 +188,16 @@ class Gateway:
 
     async def _sweep_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
             self.registrar.sweep(loop.time())
             if self.endpoint.transports is not None:
                 self.metrics.tcp_connections.set(self.endpoint.transports.tcp_connections)
+            ticks += 1
+            if ticks % 5 == 0:
+                # KPI gauges and availability samples (a missed event is caught here)
+                self.kpi.publish(self.channels, self.registrar.devices.values())
 
     async def stop(self) -> None:
         """Graceful shutdown: intake off, pending work done, store flushed, sockets closed."""
@@ -204,6 +217,15 @@ class Gateway:
         await self.write_behind.close()
         await self.store.close()
 
+    def _observe(self, event: GatewayEvent) -> None:
+        match event:
+            case DeviceOnline(device_id=d):
+                self.kpi.observe_device(d, True)
+            case DeviceOffline(device_id=d):
+                self.kpi.observe_device(d, False)
+            case _:
+                pass
+
     # -- questions the API asks ------------------------------------------------------------
 
     def device_visible(self, consumer: Consumer, device_id: str) -> bool:
@@ -215,6 +237,18 @@ class Gateway:
             for c in self.channels.of_device(device_id)
             if c.kind == "channel"
         )
+
+    def kpi_rows(self, consumer: Consumer, by: tuple[str, ...]) -> list[dict[str, object]]:
+        """KPI rows for the API, over what ``consumer`` may see."""
+        rows = self.kpi.compute(
+            self.channels, self.registrar.devices.values(), by, consumer, self.zones
+        )
+        out = []
+        for r in rows:
+            d = asdict(r)
+            d["class"] = d.pop("class_")
+            out.append(d)
+        return out
 
     def ready_fields(self) -> dict[str, str]:
         """Addresses bound, for the ``ready`` log line that tests and operators wait for."""

@@ -13,7 +13,7 @@ from sip.transport import Target
 __all__ = ["Metrics"]
 
 _METHODS = frozenset(
-    "REGISTER MESSAGE INVITE ACK BYE CANCEL OPTIONS SUBSCRIBE NOTIFY INFO UPDATE PRACK REFER".split()
+    ["REGISTER", "MESSAGE", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "REFER"]
 )
 
 
@@ -52,7 +52,9 @@ class Metrics:
             "gbgw_manscdp_malformed_total", "MANSCDP bodies rejected", registry=r
         )
         self.auth_lockouts = Counter(
-            "gbgw_auth_lockouts_total", "Sources locked out after repeated auth failures", registry=r
+            "gbgw_auth_lockouts_total",
+            "Sources locked out after repeated auth failures",
+            registry=r,
         )
         self.tcp_connections = Gauge(
             "gbgw_sip_tcp_connections", "Open SIP TCP connections", registry=r
@@ -82,7 +84,10 @@ class Metrics:
             "gbgw_zone_denied_total", "Zone policy denials", ["consumer"], registry=r
         )
         self.upstream_registered = Gauge(
-            "gbgw_upstream_registered", "1 when registered to the upstream", ["upstream"], registry=r
+            "gbgw_upstream_registered",
+            "1 when registered to the upstream",
+            ["upstream"],
+            registry=r,
         )
         self.store_flushes = Counter(
             "gbgw_store_flushes_total", "Write-behind batches written", registry=r

@@ -96,7 +96,7 @@ def create_api(gw: Gateway) -> FastAPI:
         return Health(status="ok")
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics(consumer: ConsumerDep) -> Response:  # noqa: ARG001
+    async def metrics(consumer: ConsumerDep) -> Response:
         """Prometheus text format."""
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

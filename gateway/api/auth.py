@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -24,18 +23,12 @@ __all__ = ["ConsumerDep", "authorize"]
 def authorize(request: Request) -> Consumer:
     """The consumer behind the request's bearer token, or 401."""
     gw: Gateway = request.app.state.gw
-    operator_token = gw.config.http.token
-    if not operator_token and not gw.config.token:
-        return gw.operator
+    local = gw.zones.local_consumer()
+    if local is not None:
+        return local
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        secret = value.strip()
-        is_operator = bool(operator_token) and hmac.compare_digest(
-            secret.encode(), operator_token.encode()
-        )
-        consumer = gw.zones.consumer_for_token(secret)
-        if is_operator:
-            return gw.operator
+        consumer = gw.zones.consumer_for_token(value.strip())
         if consumer is not None:
             return consumer
     raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})

@@ -106,7 +106,9 @@ class PtzResult(BaseModel):
 
 
 @router.get(
-    "/api/devices/{device_id}/channels", response_model=list[ChannelOut], tags=["catalog"],
+    "/api/devices/{device_id}/channels",
+    response_model=list[ChannelOut],
+    tags=["catalog"],
     response_model_by_alias=True,
 )
 async def device_channels(device_id: str, request: Request, consumer: ConsumerDep) -> Any:
@@ -118,7 +120,9 @@ async def device_channels(device_id: str, request: Request, consumer: ConsumerDe
     return [channel_out(c) for c in chans]
 
 
-@router.get("/api/channels", response_model=ChannelPage, tags=["catalog"], response_model_by_alias=True)
+@router.get(
+    "/api/channels", response_model=ChannelPage, tags=["catalog"], response_model_by_alias=True
+)
 async def list_channels(
     request: Request,
     consumer: ConsumerDep,
@@ -185,8 +189,15 @@ async def tree(request: Request, consumer: ConsumerDep) -> dict[str, Any]:
         code = code[: len(code) - len(code) % 2]
         leaf = region(code) if code else root
         leaf["children"].append(
-            {"id": c.channel_id, "name": c.name, "kind": "channel", "status": c.status,
-             "zone": c.zone, "class": c.class_, "device_id": c.device_id}
+            {
+                "id": c.channel_id,
+                "name": c.name,
+                "kind": "channel",
+                "status": c.status,
+                "zone": c.zone,
+                "class": c.class_,
+                "device_id": c.device_id,
+            }
         )
     # business groups and virtual organisations (from lower platforms)
     groups: list[dict[str, Any]] = []
@@ -238,7 +249,9 @@ async def query_catalog(device_id: str, request: Request, consumer: ConsumerDep)
 
 
 @router.post("/api/devices/{device_id}/ptz", response_model=PtzResult, tags=["control"])
-async def ptz(device_id: str, body: PtzRequest, request: Request, consumer: ConsumerDep) -> PtzResult:
+async def ptz(
+    device_id: str, body: PtzRequest, request: Request, consumer: ConsumerDep
+) -> PtzResult:
     """Send a PTZ command; answered with the device's result, or 504 on timeout."""
     gw = _gw(request)
     peer = request.client.host if request.client else ""
@@ -302,8 +315,13 @@ async def audit(
     entries = await gw.audit.query(limit=limit, offset=offset, consumer=who)
     return [
         AuditOut(
-            at=e.at, consumer=e.consumer, action=e.action, target=e.target, peer=e.peer,
-            result=e.result, detail=e.detail,
+            at=e.at,
+            consumer=e.consumer,
+            action=e.action,
+            target=e.target,
+            peer=e.peer,
+            result=e.result,
+            detail=e.detail,
         )
         for e in entries
     ]

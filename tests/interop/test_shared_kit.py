@@ -62,9 +62,17 @@ def test_kit_keepalive(gateway: GatewayProcess, transport: str) -> None:
 def test_kit_send_bad(gateway: GatewayProcess) -> None:
     before = gateway.metric("gbgw_sip_malformed_total")
     r = subprocess.run(
-        [sys.executable, str(PEERS / "bad_inputs" / "send_bad.py"), "127.0.0.1",
-         str(gateway.sip_port)],
-        capture_output=True, text=True, timeout=300, check=False, cwd=PEERS,
+        [
+            sys.executable,
+            str(PEERS / "bad_inputs" / "send_bad.py"),
+            "127.0.0.1",
+            str(gateway.sip_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=PEERS,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert gateway.metric("gbgw_sip_malformed_total") > before
