@@ -127,6 +127,8 @@ class Gateway:
             max_wait=cat.max_wait,
             interval=cat.interval,
             query_on_register=cat.query_on_register,
+            subscribe=cat.subscribe,
+            subscribe_expires=cat.subscribe_expires,
         )
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None

@@ -159,12 +159,18 @@ class CatalogService:
         max_wait: float = 60.0,
         interval: float = 0.0,
         query_on_register: bool = True,
+        subscribe: bool = False,
+        subscribe_expires: int = 3600,
     ) -> None:
         self.gw = gw
         self.fragment_idle = fragment_idle
         self.max_wait = max_wait
         self.interval = interval
         self.query_on_register = query_on_register
+        self.subscribe = subscribe
+        self.subscribe_expires = subscribe_expires
+        # device_id -> monotonic time to refresh its catalog subscription
+        self._subscriptions: dict[str, float] = {}
         self._collections: dict[tuple[str, int], _Collection] = {}
         self.state: dict[str, CatalogState] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -211,6 +217,7 @@ class CatalogService:
                 if st is None or st.queried_at is None:
                     self._spawn(self._query_quietly(device_id))
             case DeviceUnregistered(device_id=device_id):
+                self._subscriptions.pop(device_id, None)
                 if device_id not in self.gw.registrar.devices:
                     self.gw.channels.remove_device(device_id)
                     self.state.pop(device_id, None)
@@ -224,10 +231,32 @@ class CatalogService:
             await self.query(device_id, wait=False)
         except Exception as exc:
             log.warning("catalog.query_failed device_id=%s error=%s", device_id, type(exc).__name__)
+        self._spawn(self._device_info(device_id))
+        if self.subscribe:
+            await self._subscribe(device_id)
+
+    async def _device_info(self, device_id: str) -> None:
         try:
             await self.gw.manscdp.device_info(device_id)
         except Exception as exc:
             log.info("device.info_failed device_id=%s error=%s", device_id, type(exc).__name__)
+
+    async def _subscribe(self, device_id: str) -> None:
+        """SUBSCRIBE to catalog changes (PROTOCOL §3.9); refused or unanswered: not again."""
+        try:
+            resp = await self.gw.manscdp.subscribe_catalog(device_id, self.subscribe_expires)
+        except Exception as exc:
+            log.info("catalog.subscribe_failed device_id=%s error=%s", device_id, type(exc).__name__)
+            self._subscriptions.pop(device_id, None)
+            return
+        if resp.status >= 300:
+            log.info("catalog.subscribe_refused device_id=%s status=%d", device_id, resp.status)
+            self._subscriptions.pop(device_id, None)
+            return
+        expires = resp.expires or self.subscribe_expires
+        loop = asyncio.get_running_loop()
+        self._subscriptions[device_id] = loop.time() + max(30.0, expires * 2 / 3)
+        log.info("catalog.subscribed device_id=%s expires=%d", device_id, expires)
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,6 +265,10 @@ class CatalogService:
             await asyncio.sleep(0.5)
             now = loop.time()
             self.expire(now)
+            for device_id, at in list(self._subscriptions.items()):
+                if at <= now:
+                    self._subscriptions[device_id] = now + 60.0  # until the refresh answers
+                    self._spawn(self._subscribe(device_id))
             if next_periodic is not None and now >= next_periodic:
                 next_periodic = now + self.interval
                 for d in list(self.gw.registrar.devices.values()):
@@ -257,7 +290,9 @@ class CatalogService:
         col = _Collection(device_id, sn, now, now, done=loop.create_future())
         self._collections[(device_id, sn)] = col
         self.state.setdefault(device_id, CatalogState()).queried_at = now
-        resp = await self.gw.manscdp.send(device, CatalogQuery(sn=sn, device_id=DeviceId(device_id)))
+        resp = await self.gw.manscdp.send(
+            device, CatalogQuery(sn=sn, device_id=DeviceId(device_id))
+        )
         if resp.status >= 300:
             self._collections.pop((device_id, sn), None)
             raise ServerTimeout(f"device answered the catalog query with {resp.status}")
@@ -298,7 +333,9 @@ class CatalogService:
         for col in list(self._collections.values()):
             idle = col.fragments > 0 and now - col.last_fragment >= self.fragment_idle
             if idle or now - col.started >= self.max_wait:
-                complete = col.sum_num is not None and len(col.items) >= col.sum_num and col.skipped == 0
+                complete = (
+                    col.sum_num is not None and len(col.items) >= col.sum_num and col.skipped == 0
+                )
                 self._commit(col, complete=complete, now=now)
 
     def _commit(self, col: _Collection, *, complete: bool, now: float) -> None:
@@ -348,7 +385,9 @@ class CatalogService:
 
     async def _persist_merge(self, device_id: str, channels: list[Channel]) -> None:
         try:
-            await self.gw.store.merge_channels(device_id, [record_from_channel(c) for c in channels])
+            await self.gw.store.merge_channels(
+                device_id, [record_from_channel(c) for c in channels]
+            )
         except Exception:
             log.exception("store.channels_failed device_id=%s", device_id)
 
@@ -396,7 +435,10 @@ class CatalogService:
             self._spawn(self._persist_delete(device_id, removed))
         self._refresh_counts(device_id)
         log.info(
-            "catalog.notify device_id=%s changed=%d removed=%d", device_id, len(changed), len(removed)
+            "catalog.notify device_id=%s changed=%d removed=%d",
+            device_id,
+            len(changed),
+            len(removed),
         )
         for listener in self._on_change:
             listener(device_id, changed, removed)

@@ -304,6 +304,8 @@ class CatalogConfig(_Model):
     interval: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     fragment_idle: Seconds = 5.0
     max_wait: Seconds = 60.0
+    subscribe: bool = True
+    subscribe_expires: int = Field(default=3600, ge=60, le=86400)
 
 
 class KpiPlan(_Model):

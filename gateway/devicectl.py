@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.manscdp import (
+    CatalogQuery,
     DeviceControl,
     DeviceId,
     DeviceInfoQuery,
@@ -82,7 +83,30 @@ class Manscdp:
         )
         return await ep.request(req, device.target)
 
-    async def query(self, device: Device, msg: Message, cmd_type: str, timeout: float = QUERY_TIMEOUT) -> Message:
+    async def subscribe_catalog(self, device_id: str, expires: int) -> Response:
+        """SUBSCRIBE (Event: Catalog) with a Catalog query body; the device's final answer."""
+        device = self.device(device_id)
+        cfg = self.gw.config.gateway
+        ep = self.gw.endpoint
+        sn = self.next_sn()
+        req = ep.build_request(
+            "SUBSCRIBE",
+            SipUri(device.host, device_id, device.port or None),
+            device.target,
+            from_=NameAddr(SipUri(cfg.domain, cfg.id)),
+            to=NameAddr(SipUri(cfg.domain, device_id)),
+            contact_user=cfg.id,
+            headers=(("Event", f"Catalog;id={sn}"), ("Expires", str(expires))),
+            body=encode(
+                CatalogQuery(sn=sn, device_id=DeviceId(device_id)), device.charset or "GB2312"
+            ),
+            content_type="Application/MANSCDP+xml",
+        )
+        return await ep.request(req, device.target)
+
+    async def query(
+        self, device: Device, msg: Message, cmd_type: str, timeout: float = QUERY_TIMEOUT
+    ) -> Message:
         """Send a query and wait for its business Response (ServerTimeout past ``timeout``)."""
         sn = getattr(msg, "sn", None)
         if not isinstance(sn, int):
@@ -98,7 +122,9 @@ class Manscdp:
                 raise DeviceError(f"device answered {resp.status} {resp.reason}")
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise ServerTimeout(f"no {cmd_type} answer from {device.device_id} in {timeout:g}s") from None
+            raise ServerTimeout(
+                f"no {cmd_type} answer from {device.device_id} in {timeout:g}s"
+            ) from None
         finally:
             self._waiters.pop(key, None)
 
@@ -141,7 +167,9 @@ class Manscdp:
         """Query DeviceStatus."""
         device = self.device(device_id)
         msg = await self.query(
-            device, DeviceStatusQuery(sn=self.next_sn(), device_id=DeviceId(device_id)), "DeviceStatus"
+            device,
+            DeviceStatusQuery(sn=self.next_sn(), device_id=DeviceId(device_id)),
+            "DeviceStatus",
         )
         assert isinstance(msg, DeviceStatusResponse)
         return msg

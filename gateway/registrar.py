@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway.events import DeviceOffline, DeviceOnline, DeviceUnregistered, GatewayEvent
-from gateway.manscdp.ids import parse_device_id
 from gateway.manscdp.errors import ManscdpError
+from gateway.manscdp.ids import parse_device_id
 from gateway.metrics import Metrics
 from sip.auth import AuthResult, DigestCredentials, DigestParseError, DigestVerifier
 from sip.errors import BadRequest, Forbidden, IntervalTooBrief, NotFound, SipParseError
@@ -160,7 +160,9 @@ class Registrar:
         self._online += 1 if online else -1
         self.metrics.devices_online.set(self._online)
         if online:
-            log.info("device.online device_id=%s peer=%s:%d", device.device_id, device.host, device.port)
+            log.info(
+                "device.online device_id=%s peer=%s:%d", device.device_id, device.host, device.port
+            )
             self.publish(DeviceOnline(device.device_id))
         else:
             log.info("device.offline device_id=%s reason=%s", device.device_id, reason)
@@ -287,7 +289,12 @@ class Registrar:
         if failures >= self.config.auth_max_failures:
             until = now + self.config.auth_lockout
             self.metrics.auth_lockouts.inc()
-            log.warning("register.lockout peer=%s device_id=%s seconds=%s", key[0], key[1], self.config.auth_lockout)
+            log.warning(
+                "register.lockout peer=%s device_id=%s seconds=%s",
+                key[0],
+                key[1],
+                self.config.auth_lockout,
+            )
             failures = 0
         self._failures[key] = (failures, until)
         while len(self._failures) > MAX_LOCKOUT_ENTRIES:

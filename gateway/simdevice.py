@@ -31,7 +31,16 @@ from gateway.manscdp import (
 __all__ = ["DeviceProfile", "answer_manscdp", "channel_ids", "channel_items"]
 
 # GB2312 names, so catalogs exercise the charset path as real devices do
-_PLACES = ("东门入口", "西门停车场", "南广场", "北门通道", "一楼大厅", "机房", "二号路口", "河西大桥")
+_PLACES = (
+    "东门入口",
+    "西门停车场",
+    "南广场",
+    "北门通道",
+    "一楼大厅",
+    "机房",
+    "二号路口",
+    "河西大桥",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +135,12 @@ async def answer_manscdp(
             # PTZ has no business answer; report what arrived for tests and demos
             print(
                 json.dumps(
-                    {"event": "sim.ptz", "device_id": device_id, "channel_id": msg.device_id,
-                     "ptz_cmd": ptz.encode()}
+                    {
+                        "event": "sim.ptz",
+                        "device_id": device_id,
+                        "channel_id": msg.device_id,
+                        "ptz_cmd": ptz.encode(),
+                    }
                 ),
                 flush=True,
                 file=sys.stdout,

@@ -91,8 +91,11 @@ class GatewaySipHandler:
         if isinstance(msg, Keepalive):
             self.gw.registrar.handle_keepalive(device_id, source, now)
             return make_response(req, 200, to_tag=new_tag())
-        if self.gw.registrar.seen(device_id, now) is None:
+        device = self.gw.registrar.seen(device_id, now)
+        if device is None:
             raise NotFound("device not registered")
+        if _encoding and device.charset != _encoding:
+            device.charset = _encoding  # replies use the encoding the device uses
         match msg:
             case CatalogResponse():
                 self.gw.catalog.on_response(device_id, msg, now)

@@ -187,3 +187,69 @@ def test_channels_survive_restart(nopass: GatewayProcess) -> None:
     nopass.start()
     got = {c["channel_id"]: c["name"] for c in channels(nopass, DEV)}
     assert got == {it.device_id: it.name for it in want}
+
+
+def test_query_on_register_subscribe_and_notify(gateway_factory) -> None:
+    gw = gateway_factory(sip={"password": ""}, catalog={"fragment_idle": 1.0})
+    dev = RawDevice(gw.sip_port, DEV)
+    assert dev.register().status == 200
+    q = dev.next_request(method="MESSAGE")  # the catalog query follows the registration
+    assert b"<CmdType>Catalog</CmdType>" in q.body
+    want = items(2)
+    for frag in encode_catalog_fragments(sn_of(q.body), DEV, want):
+        assert dev.message(frag).status == 200
+    sub = dev.next_request(method="SUBSCRIBE")
+    assert (sub.headers.get("Event") or "").startswith("Catalog")
+    assert sub.expires == 3600
+    assert b"<CmdType>Catalog</CmdType>" in sub.body
+    gw.wait_event("catalog.subscribed", device_id=DEV)
+    # the device reports a channel going offline through the subscription
+    notify = (
+        '<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Catalog</CmdType>\r\n'
+        f"<SN>5</SN>\r\n<DeviceID>{DEV}</DeviceID>\r\n<SumNum>1</SumNum>\r\n"
+        f'<DeviceList Num="1">\r\n<Item><DeviceID>{want[1].device_id}</DeviceID>'
+        "<Event>OFF</Event></Item>\r\n</DeviceList>\r\n</Notify>\r\n"
+    ).encode()
+    assert dev.message(notify).status == 200
+    wait_until(
+        lambda: {c["channel_id"]: c["status"] for c in channels(gw, DEV)}
+        == {want[0].device_id: "ON", want[1].device_id: "OFF"},
+        what="OFF applied",
+    )
+    dev.close()
+
+
+def test_lower_platform_business_groups_in_tree(nopass: GatewayProcess) -> None:
+    platform = "62090000002000000099"  # a lower platform registers like a device (type 200)
+    dev = RawDevice(nopass.sip_port, platform)
+    assert dev.register().status == 200
+    box = start_query(nopass, platform)
+    sn = sn_of(dev.next_request(method="MESSAGE").body)
+    group, org = "62090000002150000001", "62090000002160000001"
+    cams = [f"6209020000131000000{i}" for i in (1, 2)]
+    tree_items = [
+        CatalogItem(device_id="620902", name="肃州区"),
+        CatalogItem(device_id=group, name="治安卡口"),
+        CatalogItem(device_id=org, name="城区组", parent_id=group, business_group_id=group),
+        *[
+            CatalogItem(device_id=c, name=f"卡口{i}", civil_code="620902", parent_id=org,
+                        business_group_id=group, status="ON")
+            for i, c in enumerate(cams)
+        ],
+    ]
+    for frag in encode_catalog_fragments(sn, platform, tree_items, per_fragment=2):
+        assert dev.message(frag).status == 200
+    box["thread"].join(30)
+    assert box["json"]["complete"] is True
+    with nopass.api() as c:
+        tree = c.get("/api/tree").json()
+        chans = c.get("/api/channels").json()
+    assert chans["total"] == 2  # cameras only; groups are tree nodes
+    county = tree["civil"][0]["children"][0]["children"][0]
+    assert county["id"] == "620902" and county["name"] == "肃州区"
+    assert {n["id"] for n in county["children"]} == set(cams)
+    bg = tree["business_groups"][0]
+    assert bg["id"] == group and bg["name"] == "治安卡口"
+    vo = bg["children"][0]
+    assert vo["id"] == org and {n["id"] for n in vo["children"]} == set(cams)
+    dev.close()

@@ -79,3 +79,36 @@ def test_kit_send_bad(gateway: GatewayProcess) -> None:
     # a valid registration still works afterwards
     r = run_sipp(PEERS / "sipp" / "register_digest.xml", gateway, cwd=PEERS)
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+KIT_NAMES = {"东门入口摄像机", "西门停车场枪机", "南广场球机", "北门通道", "一楼大厅全景", "机房监控"}
+
+
+def test_kit_catalog_gb2312(gateway: GatewayProcess) -> None:
+    """The kit's device registers, the gateway queries its catalog on registration, and the
+    six GB2312 channel names arrive intact (as UTF-8 JSON)."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        box["r"] = run_sipp(
+            PEERS / "sipp" / "device_online.xml",
+            gateway,
+            extra=["-oocsf", str(PEERS / "sipp" / "device_catalog.xml")],
+            timeout=90,
+            cwd=PEERS,
+        )
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def names() -> set[str]:
+        with gateway.api() as c:
+            r = c.get(f"/api/devices/{DEVICE}/channels")
+        return {ch["name"] for ch in r.json()} if r.status_code == 200 else set()
+
+    got = wait_until(lambda: names() == KIT_NAMES and names(), timeout=60, what="6 channels")
+    assert got == KIT_NAMES
+    t.join(100)
+    assert box["r"].returncode == 0, box["r"].stdout[-2000:] + box["r"].stderr[-2000:]
