@@ -239,7 +239,7 @@ class SipEndpoint:
     ) -> Request:
         """A new request with Via (our address for ``target``), tags, Call-ID and CSeq."""
         host, port = self.local_address(target)
-        via = f"SIP/2.0/{target[0].upper()} {_hostport(host, port)};rport;branch={new_branch()}"
+        via = self.via_for(target)
         frm = from_ if from_.tag is not None else from_.with_tag(new_tag())
         h: list[tuple[str, str]] = [
             ("Via", via),
@@ -256,6 +256,11 @@ class SipEndpoint:
         if content_type is not None:
             h.append(("Content-Type", content_type))
         return Request(method, uri, h, body)
+
+    def via_for(self, target: Target) -> str:
+        """A top Via for a new request to ``target`` (fresh branch, rport asked)."""
+        host, port = self.local_address(target)
+        return f"SIP/2.0/{target[0].upper()} {_hostport(host, port)};rport;branch={new_branch()}"
 
     def local_address(self, target: Target) -> tuple[str, int]:
         """The address and port we advertise to ``target`` (Via, Contact, SDP)."""
