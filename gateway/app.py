@@ -33,6 +33,7 @@ from gateway.metrics import Metrics
 from gateway.registrar import Registrar, RegistrarConfig
 from gateway.sip_handler import GatewaySipHandler
 from gateway.store import Store, WriteBehind
+from gateway.streams import StreamManager
 from gateway.zones import Consumer, ZonePolicy
 from sip.auth import DigestVerifier, NonceCounter, NonceManager
 from sip.endpoint import SipEndpoint
@@ -130,6 +131,8 @@ class Gateway:
             subscribe=cat.subscribe,
             subscribe_expires=cat.subscribe_expires,
         )
+        self.streams = StreamManager(self)
+        self.endpoint.on_stray_response = self.streams.on_stray_response
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -194,6 +197,7 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             self.registrar.sweep(loop.time())
+            self.streams.collect()
             if self.endpoint.transports is not None:
                 self.metrics.tcp_connections.set(self.endpoint.transports.tcp_connections)
             ticks += 1
@@ -212,6 +216,7 @@ class Gateway:
         if self._http_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5.0)
+        await self.streams.close_all()
         await self.registrar.close()
         await self.catalog.close()
         await self.endpoint.close()

@@ -265,6 +265,9 @@ class MediaConfig(_Model):
     advertise: OptionalHost = ""
     rtp_ports: str = "30000-30999"
     idle_close: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    transport: Literal["udp", "tcp-passive", "tcp-active"] = "udp"
+    timeout: Seconds = 15.0
+    ssrc_tolerant: bool = True
 
     @field_validator("rtp_ports")
     @classmethod

@@ -63,7 +63,9 @@ class GatewaySipHandler:
             )
         if method == "ACK":
             return None
-        if method in ("BYE", "CANCEL"):
+        if method == "BYE":
+            return self.gw.streams.on_bye(req)
+        if method == "CANCEL":
             return make_response(req, 481, to_tag=new_tag())
         raise _MethodNotAllowed(f"{method} is not handled here")
 
