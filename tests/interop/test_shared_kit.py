@@ -112,3 +112,59 @@ def test_kit_catalog_gb2312(gateway: GatewayProcess) -> None:
     assert got == KIT_NAMES
     t.join(100)
     assert box["r"].returncode == 0, box["r"].stdout[-2000:] + box["r"].stderr[-2000:]
+
+
+def _ffprobe(path: str) -> dict:
+    import json as _json
+
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_name,width,height,nb_read_frames", "-of", "json", path],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    return _json.loads(r.stdout or "{}")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp-passive", "tcp-active"])
+def test_kit_invite_uas_live_flv(gateway_factory, tmp_path, transport: str) -> None:
+    """The kit's device answers our INVITE and its sender streams the H.264 sample; an HTTP-FLV
+    viewer gets decodable video; after the viewer leaves, idle_close BYEs the device."""
+    import threading
+
+    import httpx
+
+    gw = gateway_factory(media={"listen": "127.0.0.1", "transport": transport, "idle_close": 1,
+                                "rtp_ports": "32000-32099"})
+    media_port = str(6000 + (hash(transport) % 500))
+    box: dict = {}
+
+    def run() -> None:
+        box["r"] = run_sipp(
+            PEERS / "sipp" / "device_online.xml", gw,
+            extra=["-oocsf", str(PEERS / "sipp" / "device_invite_uas.xml"), "-mi", "127.0.0.1",
+                   "-mp", media_port, "-set", "media_cmd",
+                   f"{sys.executable} media/rtp_ps_send.py samples/h264_640x360_25fps_10s.ps "
+                   "--loop 0 --duration 60"],
+            timeout=120, cwd=PEERS,
+        )
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    wait_until(lambda: DEVICE in online(gw), timeout=30, what="device online")
+    out = tmp_path / "live.flv"
+    got = 0
+    with httpx.stream("GET", f"{gw.http_url}/live/{DEVICE}.flv", timeout=30) as r:
+        assert r.status_code == 200, r.read()
+        with out.open("wb") as f:
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+                got += len(chunk)
+                if got > 150_000:
+                    break
+    info = _ffprobe(str(out))
+    s = info["streams"][0]
+    assert (s["codec_name"], s["width"], s["height"]) == ("h264", 640, 360)
+    assert int(s["nb_read_frames"]) >= 50
+    gw.wait_event("stream.closed", timeout=20, reason="idle")
+    t.join(130)
+    assert box["r"].returncode == 0, box["r"].stdout[-2000:] + box["r"].stderr[-2000:]
