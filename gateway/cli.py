@@ -101,6 +101,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration=args.duration,
         rate=args.rate,
         local_host=args.local_host,
+        channels=args.channels,
+        civil_code=args.civil_code,
+        per_fragment=args.per_fragment,
+        media=args.media,
     )
     return asyncio.run(run_simulator(opts))
 
@@ -137,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--rate", type=float, default=0.0, help="REGISTERs per second (0: unpaced)")
     m.add_argument("--local-host", default="127.0.0.1", help="local address to bind")
+    m.add_argument("--channels", type=int, default=4, help="cameras per device (catalog)")
+    m.add_argument("--civil-code", default="620902", help="civil code of the channels")
+    m.add_argument("--per-fragment", type=int, default=2, help="catalog items per MESSAGE")
+    m.add_argument(
+        "--media", default="", help="PS file streamed on INVITE (UDP, TCP active or passive)"
+    )
     m.add_argument("-v", "--verbose", action="store_true")
     m.set_defaults(func=cmd_simulate)
     return p

@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.manscdp import Keepalive, encode
+from gateway.sdp import SdpError, parse_sdp
+from gateway.simdevice import DeviceProfile, answer_manscdp, channel_ids
+from gateway.simmedia import MediaSession, PsFile
 from sip.auth import build_authorization, parse_digest_params
 from sip.endpoint import SipEndpoint
 from sip.message import Request, Response, make_response
@@ -49,6 +52,10 @@ class SimulatorOptions:
     duration: float = 0.0
     rate: float = 0.0
     local_host: str = "127.0.0.1"
+    channels: int = 4
+    civil_code: str = "620902"
+    per_fragment: int = 2
+    media: str = ""
 
     def device_ids(self) -> list[str]:
         """The 20-digit IDs of the fleet: prefix + zero-padded serial."""
@@ -70,6 +77,8 @@ class Stats:
     keepalive_failures: int = 0
     reregistered: int = 0
     requests_answered: int = 0
+    streams_started: int = 0
+    streams_ended: int = 0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -142,6 +151,19 @@ class DeviceSim:
             return False
         return False
 
+    async def send_manscdp(self, body: bytes) -> int:
+        """Send one MANSCDP body to the gateway (a new MESSAGE transaction); the status."""
+        f = self.fleet
+        req = self._request(
+            "MESSAGE",
+            SipUri(f.domain, f.opts.server_id),
+            to_user=f.opts.server_id,
+            body=body,
+            content_type="Application/MANSCDP+xml",
+        )
+        resp = await f.endpoint.request(req, f.target)
+        return resp.status
+
     async def keepalive(self) -> int:
         """Send one keepalive MESSAGE; returns the SIP status."""
         f = self.fleet
@@ -194,18 +216,77 @@ class Fleet:
             user_agent="gbgw-simulate",
         )
         self.devices = {d: DeviceSim(self, d) for d in opts.device_ids()}
+        self.profile = DeviceProfile(
+            channels=opts.channels, civil_code=opts.civil_code, per_fragment=opts.per_fragment
+        )
+        self.channel_owner = {
+            c: dev for dev in self.devices.values() for c in channel_ids(dev.device_id, opts.channels)
+        }
+        self.ps_file = PsFile.load(opts.media) if opts.media else None
+        self.sessions: dict[str, MediaSession] = {}
+        self._started: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def handle(self, req: Request, source: Target) -> Response | None:
-        """Requests from the gateway, for the device in the Request-URI."""
-        dev = self.devices.get(req.uri.user or "")
+        """Requests from the gateway, for the device (or channel) in the Request-URI."""
+        user = req.uri.user or ""
+        dev = self.devices.get(user) or self.channel_owner.get(user)
+        if req.method == "ACK":
+            session = self.sessions.get(req.call_id)
+            if session is not None and not self._started.get(req.call_id):
+                self._started[req.call_id] = True
+                self._spawn(session.start())
+            return None
         if dev is None:
             return make_response(req, 404)
         self.stats.requests_answered += 1
-        if req.method in ("MESSAGE", "OPTIONS"):
+        if req.method == "MESSAGE":
+            self._spawn(answer_manscdp(dev.device_id, req.body, self.profile, dev.send_manscdp))
             return make_response(req, 200, to_tag=dev.from_tag)
-        if req.method == "ACK":
-            return None
+        if req.method in ("OPTIONS", "SUBSCRIBE", "NOTIFY", "INFO"):
+            resp = make_response(req, 200, to_tag=dev.from_tag)
+            if req.method == "SUBSCRIBE":
+                resp.headers.add("Expires", str(req.expires or 3600))
+            return resp
+        if req.method == "INVITE":
+            return self._invite(req, user)
+        if req.method == "BYE":
+            session = self.sessions.pop(req.call_id, None)
+            self._started.pop(req.call_id, None)
+            if session is None:
+                return make_response(req, 481)
+            self.stats.streams_ended += 1
+            self._spawn(session.stop())
+            return make_response(req, 200)
         return make_response(req, 501, to_tag=dev.from_tag)
+
+    def _invite(self, req: Request, channel_id: str) -> Response:
+        if self.ps_file is None:
+            return make_response(req, 488, to_tag="sim")
+        try:
+            offer = parse_sdp(req.body)
+            session = MediaSession(offer, self.opts.local_host, self.ps_file, origin_user=channel_id)
+            answer = session.answer()
+        except (SdpError, ValueError, OSError) as exc:
+            log.warning("sim.invite_failed channel_id=%s error=%s", channel_id, exc)
+            return make_response(req, 488, to_tag="sim")
+        self.sessions[req.call_id] = session
+        self.stats.streams_started += 1
+        host, port = self.endpoint.local_address(self.target)
+        resp = make_response(
+            req,
+            200,
+            to_tag=secrets.token_hex(4),
+            headers=(("Contact", f"<sip:{channel_id}@{host}:{port}>"),
+                     ("Content-Type", "application/sdp")),
+            body=answer.serialize(),
+        )
+        return resp
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def register_all(self) -> None:
         """Register every device (paced by ``rate``, or with bounded concurrency)."""
@@ -265,6 +346,8 @@ async def run_simulator(opts: SimulatorOptions) -> int:
     stop.set()
     await asyncio.gather(*runners, return_exceptions=True)
     await progress
+    for session in list(fleet.sessions.values()):
+        await session.stop()
     await fleet.endpoint.close()
     s = fleet.stats
     lat = sorted(s.latencies)
@@ -275,6 +358,8 @@ async def run_simulator(opts: SimulatorOptions) -> int:
         "keepalives": s.keepalives,
         "keepalive_failures": s.keepalive_failures,
         "requests_answered": s.requests_answered,
+        "streams_started": s.streams_started,
+        "streams_ended": s.streams_ended,
         "register_seconds": round(elapsed, 3),
         "register_p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
         "register_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None,

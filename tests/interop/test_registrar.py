@@ -171,7 +171,7 @@ def test_simulate_200_devices(gateway: GatewayProcess, transport: str) -> None:
             "--keepalive",
             "1",
             "--duration",
-            "3",
+            "8",
         ],
         capture_output=True,
         text=True,
