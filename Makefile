@@ -41,6 +41,7 @@ bench: venv peers
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict sip media gateway/manscdp
 	$(BIN)/mypy sip media gateway
 
 clean:

@@ -246,7 +246,9 @@ class CatalogService:
         try:
             resp = await self.gw.manscdp.subscribe_catalog(device_id, self.subscribe_expires)
         except Exception as exc:
-            log.info("catalog.subscribe_failed device_id=%s error=%s", device_id, type(exc).__name__)
+            log.info(
+                "catalog.subscribe_failed device_id=%s error=%s", device_id, type(exc).__name__
+            )
             self._subscriptions.pop(device_id, None)
             return
         if resp.status >= 300:

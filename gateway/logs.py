@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ import structlog
 __all__ = ["configure_logging"]
 
 
-def _split_kv(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _split_kv(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Turn ``"register.ok device_id=1 peer=a:1"`` into an event name plus fields."""
     event = event_dict.get("event")
     if isinstance(event, str) and " " in event and "=" in event:
@@ -76,7 +77,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def _format_args(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _format_args(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     record = event_dict.get("_record")
     if record is not None and record.args:
         event_dict["event"] = record.getMessage()

@@ -13,7 +13,21 @@ from sip.transport import Target
 __all__ = ["Metrics"]
 
 _METHODS = frozenset(
-    ["REGISTER", "MESSAGE", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "REFER"]
+    [
+        "REGISTER",
+        "MESSAGE",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "REFER",
+    ]
 )
 
 

@@ -276,7 +276,7 @@ class Registrar:
         entry = self._failures.get(key)
         if entry is None:
             return False
-        failures, until = entry
+        _, until = entry
         if until and now < until:
             return True
         if until and now >= until:

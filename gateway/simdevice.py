@@ -17,6 +17,7 @@ from gateway.manscdp import (
     CatalogItem,
     CatalogQuery,
     DeviceControl,
+    DeviceId,
     DeviceInfoQuery,
     DeviceInfoResponse,
     DeviceStatusQuery,
@@ -113,7 +114,7 @@ async def answer_manscdp(
         case DeviceInfoQuery(sn=sn):
             reply = DeviceInfoResponse(
                 sn=sn,
-                device_id=device_id,
+                device_id=DeviceId(device_id),
                 device_name=f"sim {device_id[-4:]}",
                 result="OK",
                 manufacturer=profile.manufacturer,
@@ -124,7 +125,7 @@ async def answer_manscdp(
         case DeviceStatusQuery(sn=sn):
             reply = DeviceStatusResponse(
                 sn=sn,
-                device_id=device_id,
+                device_id=DeviceId(device_id),
                 result="OK",
                 online="ONLINE",
                 status="OK",

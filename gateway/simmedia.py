@@ -35,7 +35,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 from gateway.sdp import SdpError, SessionDescription, build_answer, ssrc_int
 from media.rtp import RtpPacketizer, frame_rfc4571
@@ -489,7 +489,7 @@ class MediaSession:
             lambda: _TcpLink(self), sock=conn
         )
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         self._sock = None  # the transport owns it now
 
     async def _stream(self, loop: asyncio.AbstractEventLoop) -> None:

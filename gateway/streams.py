@@ -71,7 +71,9 @@ class LiveStream:
     invite_at: float
     receiver: RtpReceiver | None = None
     dialog: Dialog | None = None
-    ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ready: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     closed: bool = False
     close_reason: str = ""
     idle_handle: asyncio.TimerHandle | None = None
@@ -131,7 +133,9 @@ class StreamManager:
 
     # -- opening -----------------------------------------------------------------------------
 
-    async def open(self, channel_id: str, consumer: Consumer, peer: str, action: str = "stream") -> LiveStream:
+    async def open(
+        self, channel_id: str, consumer: Consumer, peer: str, action: str = "stream"
+    ) -> LiveStream:
         """A running stream of the channel for ``consumer`` (zones checked, audited)."""
         gw = self.gw
         channel = gw.channels.get(channel_id) or self._self_channel(channel_id)
@@ -213,7 +217,9 @@ class StreamManager:
             await self._invite(stream)
         except Exception as exc:
             if not stream.ready.done():
-                stream.ready.set_exception(exc if isinstance(exc, SipError) else StreamError(str(exc)))
+                stream.ready.set_exception(
+                    exc if isinstance(exc, SipError) else StreamError(str(exc))
+                )
                 stream.ready.exception()  # retrieved here: waiters re-raise their own copy
             self.close(stream, "start_failed")
 
@@ -272,7 +278,12 @@ class StreamManager:
         self.invites_sent += 1
         log.info(
             "stream.invite stream_id=%s channel_id=%s device_id=%s ssrc=%s transport=%s call_id=%s",
-            stream.stream_id, channel_id, device.device_id, stream.ssrc, stream.transport, req.call_id,
+            stream.stream_id,
+            channel_id,
+            device.device_id,
+            stream.ssrc,
+            stream.transport,
+            req.call_id,
         )
         resp = await ep.request(req, target)
         if resp.status == 408:
@@ -304,7 +315,11 @@ class StreamManager:
         """A retransmitted 2xx to an INVITE: ACK it again (RFC 3261 §13.2.2.4)."""
         with contextlib.suppress(Exception):
             stream = self._by_call.get(response.call_id)
-            if stream is not None and response.status // 100 == 2 and response.cseq.method == "INVITE":
+            if (
+                stream is not None
+                and response.status // 100 == 2
+                and response.cseq.method == "INVITE"
+            ):
                 self._send_ack(stream)
 
     # -- events --------------------------------------------------------------------------------
@@ -318,7 +333,11 @@ class StreamManager:
                     stream.channel.resolution = f"{w}x{h}"
                 log.info(
                     "stream.first_keyframe stream_id=%s channel_id=%s ssrc=%s codec=%s ms=%d",
-                    stream.stream_id, stream.channel.channel_id, stream.ssrc, codec, elapsed * 1000,
+                    stream.stream_id,
+                    stream.channel.channel_id,
+                    stream.ssrc,
+                    codec,
+                    elapsed * 1000,
                 )
                 if not stream.ready.done():
                     stream.ready.set_result(None)
@@ -352,7 +371,11 @@ class StreamManager:
         stream = self._by_call.get(req.call_id)
         if stream is None:
             return make_response(req, 481, to_tag="gbgw")
-        log.info("stream.device_bye stream_id=%s channel_id=%s", stream.stream_id, stream.channel.channel_id)
+        log.info(
+            "stream.device_bye stream_id=%s channel_id=%s",
+            stream.stream_id,
+            stream.channel.channel_id,
+        )
         stream.dialog = None  # the device ended the dialog: no BYE back
         self.close(stream, "device_bye")
         return make_response(req, 200)
@@ -367,7 +390,12 @@ class StreamManager:
         stream.close_reason = reason
         if stream.idle_handle is not None:
             stream.idle_handle.cancel()
-        log.info("stream.closed stream_id=%s channel_id=%s reason=%s", stream.stream_id, stream.channel.channel_id, reason)
+        log.info(
+            "stream.closed stream_id=%s channel_id=%s reason=%s",
+            stream.stream_id,
+            stream.channel.channel_id,
+            reason,
+        )
         if not stream.ready.done():
             stream.ready.set_exception(ServerTimeout(f"stream ended: {reason}"))
             stream.ready.exception()
@@ -403,7 +431,10 @@ class StreamManager:
             return
         st = stream.receiver.stats()
         m = self.gw.metrics
-        for name, metric in (("packets", m.rtp_packets.labels("in")), ("bytes", m.rtp_bytes.labels("in"))):
+        for name, metric in (
+            ("packets", m.rtp_packets.labels("in")),
+            ("bytes", m.rtp_bytes.labels("in")),
+        ):
             value = int(st[name])  # type: ignore[literal-required]
             metric.inc(max(0, value - stream.counted.get(name, 0)))
             stream.counted[name] = value

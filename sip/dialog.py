@@ -95,8 +95,15 @@ class Dialog:
         except SipParseError:
             return False
 
-    def _request(self, method: str, cseq: int, via: str, *, body: bytes = b"",
-                 content_type: str | None = None) -> Request:
+    def _request(
+        self,
+        method: str,
+        cseq: int,
+        via: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Request:
         h: list[tuple[str, str]] = [("Via", via)]
         h += [("Route", r) for r in self.route_set]
         h += [
@@ -114,8 +121,9 @@ class Dialog:
         """The ACK for the 2xx (CSeq number of the INVITE; RFC 3261 §13.2.2.4)."""
         return self._request("ACK", self.invite_cseq, via)
 
-    def request(self, method: str, via: str, *, body: bytes = b"",
-                content_type: str | None = None) -> Request:
+    def request(
+        self, method: str, via: str, *, body: bytes = b"", content_type: str | None = None
+    ) -> Request:
         """A new in-dialog request (BYE, INFO ...) with the next local CSeq."""
         self.local_cseq += 1
         return self._request(method, self.local_cseq, via, body=body, content_type=content_type)

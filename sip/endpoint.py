@@ -266,8 +266,10 @@ class SipEndpoint:
         """The address and port we advertise to ``target`` (Via, Contact, SDP)."""
         assert self.transports is not None
         bound = (
-            self.transports.udp_address if target[0] == "udp" else self.transports.tcp_address
-        ) or self.transports.udp_address or self.transports.tcp_address
+            (self.transports.udp_address if target[0] == "udp" else self.transports.tcp_address)
+            or self.transports.udp_address
+            or self.transports.tcp_address
+        )
         assert bound is not None
         host = self.advertise or bound[0]
         if host in ("0.0.0.0", "::"):

@@ -31,7 +31,9 @@ def _peer(request: Request) -> str:
 
 
 @router.get("/live/{channel_id}.{fmt}", tags=["media"], response_class=StreamingResponse)
-async def live(channel_id: str, fmt: str, request: Request, consumer: ConsumerDep) -> StreamingResponse:
+async def live(
+    channel_id: str, fmt: str, request: Request, consumer: ConsumerDep
+) -> StreamingResponse:
     """Start or join the channel's live stream and serve it until the client disconnects."""
     if fmt not in CONTENT_TYPES:
         raise HTTPException(404, f"unknown format {fmt!r}: use .flv, .ts or .ps")
@@ -57,9 +59,7 @@ async def live(channel_id: str, fmt: str, request: Request, consumer: ConsumerDe
 async def list_streams(request: Request, consumer: ConsumerDep) -> list[dict[str, Any]]:
     """Live streams this consumer may see."""
     gw = _gw(request)
-    return [
-        s.info() for s in gw.streams.streams.values() if gw.zones.allows(consumer, s.channel)
-    ]
+    return [s.info() for s in gw.streams.streams.values() if gw.zones.allows(consumer, s.channel)]
 
 
 @router.delete("/api/streams/{stream_id}", tags=["media"])

@@ -212,8 +212,10 @@ def test_query_on_register_subscribe_and_notify(gateway_factory) -> None:
     ).encode()
     assert dev.message(notify).status == 200
     wait_until(
-        lambda: {c["channel_id"]: c["status"] for c in channels(gw, DEV)}
-        == {want[0].device_id: "ON", want[1].device_id: "OFF"},
+        lambda: (
+            {c["channel_id"]: c["status"] for c in channels(gw, DEV)}
+            == {want[0].device_id: "ON", want[1].device_id: "OFF"}
+        ),
         what="OFF applied",
     )
     dev.close()
@@ -232,8 +234,14 @@ def test_lower_platform_business_groups_in_tree(nopass: GatewayProcess) -> None:
         CatalogItem(device_id=group, name="治安卡口"),
         CatalogItem(device_id=org, name="城区组", parent_id=group, business_group_id=group),
         *[
-            CatalogItem(device_id=c, name=f"卡口{i}", civil_code="620902", parent_id=org,
-                        business_group_id=group, status="ON")
+            CatalogItem(
+                device_id=c,
+                name=f"卡口{i}",
+                civil_code="620902",
+                parent_id=org,
+                business_group_id=group,
+                status="ON",
+            )
             for i, c in enumerate(cams)
         ],
     ]

@@ -21,10 +21,25 @@ DEV = "62090000001320000001"
 @pytest.fixture
 def fleet(gateway: GatewayProcess):
     proc = subprocess.Popen(
-        [*GBGW, "simulate", "--devices", "2", "--channels", "3", "--gateway",
-         f"127.0.0.1:{gateway.sip_port}", "--password", "12345678", "--keepalive", "5",
-         "--duration", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            *GBGW,
+            "simulate",
+            "--devices",
+            "2",
+            "--channels",
+            "3",
+            "--gateway",
+            f"127.0.0.1:{gateway.sip_port}",
+            "--password",
+            "12345678",
+            "--keepalive",
+            "5",
+            "--duration",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     lines: list[str] = []
 
@@ -62,12 +77,17 @@ def test_catalog_names_device_info_and_status(gateway: GatewayProcess, fleet: li
 
 def test_ptz_reaches_the_device_as_ptzcmd_bytes(gateway: GatewayProcess, fleet: list[str]) -> None:
     channel = next(iter(channel_items(DEV, DeviceProfile(channels=3)))).device_id
-    cases = {("zoomin", 85): "A50F011000005015", ("up", 0x80): "A50F01080080003D",
-             ("stop", 0): "A50F0100000000B5"}
+    cases = {
+        ("zoomin", 85): "A50F011000005015",
+        ("up", 0x80): "A50F01080080003D",
+        ("stop", 0): "A50F0100000000B5",
+    }
     with gateway.api() as c:
         for (action, speed), cmd in cases.items():
-            r = c.post(f"/api/devices/{DEV}/ptz",
-                       json={"channel_id": channel, "action": action, "speed": speed})
+            r = c.post(
+                f"/api/devices/{DEV}/ptz",
+                json={"channel_id": channel, "action": action, "speed": speed},
+            )
             assert r.status_code == 200, r.text
             assert r.json()["ptz_cmd"] == cmd
 

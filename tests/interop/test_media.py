@@ -29,10 +29,29 @@ class Sim:
 
     def __init__(self, gw: GatewayProcess, media: Path, *, transport: str = "udp") -> None:
         self.proc = subprocess.Popen(
-            [*GBGW, "simulate", "--devices", "1", "--channels", "2", "--gateway",
-             f"127.0.0.1:{gw.sip_port}", "--password", "12345678", "--media", str(media),
-             "--keepalive", "5", "--duration", "120", "--transport", transport],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *GBGW,
+                "simulate",
+                "--devices",
+                "1",
+                "--channels",
+                "2",
+                "--gateway",
+                f"127.0.0.1:{gw.sip_port}",
+                "--password",
+                "12345678",
+                "--media",
+                str(media),
+                "--keepalive",
+                "5",
+                "--duration",
+                "120",
+                "--transport",
+                transport,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -92,9 +111,21 @@ def fetch(gw: GatewayProcess, path: str, out: Path, limit: int) -> int:
 
 def ffprobe(path: Path) -> dict:
     r = subprocess.run(
-        [require("ffprobe"), "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_name,codec_type,width,height,nb_read_frames", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            require("ffprobe"),
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,codec_type,width,height,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     streams = json.loads(r.stdout or "{}").get("streams", [])
     return next((s for s in streams if s.get("codec_type") == "video"), {})
@@ -112,15 +143,24 @@ def decode_frames(path: Path) -> int:
     return frames
 
 
-def media_gateway(factory: Callable[..., GatewayProcess], transport: str, **media: object) -> GatewayProcess:
+def media_gateway(
+    factory: Callable[..., GatewayProcess], transport: str, **media: object
+) -> GatewayProcess:
     return factory(
-        media={"listen": "127.0.0.1", "transport": transport, "rtp_ports": "33000-33199",
-               "idle_close": 1, **media},
+        media={
+            "listen": "127.0.0.1",
+            "transport": transport,
+            "rtp_ports": "33000-33199",
+            "idle_close": 1,
+            **media,
+        },
     )
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp-passive", "tcp-active"])
-def test_h264_flv_and_ts_over_each_transport(gateway_factory, sim_factory, tmp_path, transport) -> None:
+def test_h264_flv_and_ts_over_each_transport(
+    gateway_factory, sim_factory, tmp_path, transport
+) -> None:
     gw = media_gateway(gateway_factory, transport)
     sim_factory(gw, H264)
     for fmt in ("flv", "ts"):

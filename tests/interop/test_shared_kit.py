@@ -81,7 +81,14 @@ def test_kit_send_bad(gateway: GatewayProcess) -> None:
     assert r.returncode == 0, r.stdout[-2000:]
 
 
-KIT_NAMES = {"东门入口摄像机", "西门停车场枪机", "南广场球机", "北门通道", "一楼大厅全景", "机房监控"}
+KIT_NAMES = {
+    "东门入口摄像机",
+    "西门停车场枪机",
+    "南广场球机",
+    "北门通道",
+    "一楼大厅全景",
+    "机房监控",
+}
 
 
 def test_kit_catalog_gb2312(gateway: GatewayProcess) -> None:
@@ -118,9 +125,21 @@ def _ffprobe(path: str) -> dict:
     import json as _json
 
     r = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_name,width,height,nb_read_frames", "-of", "json", path],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return _json.loads(r.stdout or "{}")
 
@@ -133,19 +152,35 @@ def test_kit_invite_uas_live_flv(gateway_factory, tmp_path, transport: str) -> N
 
     import httpx
 
-    gw = gateway_factory(media={"listen": "127.0.0.1", "transport": transport, "idle_close": 1,
-                                "rtp_ports": "32000-32099"})
+    gw = gateway_factory(
+        media={
+            "listen": "127.0.0.1",
+            "transport": transport,
+            "idle_close": 1,
+            "rtp_ports": "32000-32099",
+        }
+    )
     media_port = str(6000 + (hash(transport) % 500))
     box: dict = {}
 
     def run() -> None:
         box["r"] = run_sipp(
-            PEERS / "sipp" / "device_online.xml", gw,
-            extra=["-oocsf", str(PEERS / "sipp" / "device_invite_uas.xml"), "-mi", "127.0.0.1",
-                   "-mp", media_port, "-set", "media_cmd",
-                   f"{sys.executable} media/rtp_ps_send.py samples/h264_640x360_25fps_10s.ps "
-                   "--loop 0 --duration 60"],
-            timeout=120, cwd=PEERS,
+            PEERS / "sipp" / "device_online.xml",
+            gw,
+            extra=[
+                "-oocsf",
+                str(PEERS / "sipp" / "device_invite_uas.xml"),
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                media_port,
+                "-set",
+                "media_cmd",
+                f"{sys.executable} media/rtp_ps_send.py samples/h264_640x360_25fps_10s.ps "
+                "--loop 0 --duration 60",
+            ],
+            timeout=120,
+            cwd=PEERS,
         )
 
     t = threading.Thread(target=run, daemon=True)

@@ -85,8 +85,13 @@ class Harness:
     def answer(self, challenge: Response, password: str = "12345678", nc: int = 1) -> str:
         params = parse_digest_params(challenge.headers.get("WWW-Authenticate") or "")
         return build_authorization(
-            params, username=DEV, password=password, method="REGISTER",
-            uri=f"sip:{SERVER}@{DOMAIN}", cnonce="0a4f113b", nc=nc,
+            params,
+            username=DEV,
+            password=password,
+            method="REGISTER",
+            uri=f"sip:{SERVER}@{DOMAIN}",
+            cnonce="0a4f113b",
+            nc=nc,
         )
 
     def count(self, result: str) -> float:
@@ -95,7 +100,9 @@ class Harness:
     async def full_register(self, now: float, expires: int = 3600) -> Response:
         ch = self.reg.handle_register(self.register(expires=expires), SRC, now)
         assert ch is not None and ch.status == 401
-        resp = self.reg.handle_register(self.register(expires=expires, auth=self.answer(ch)), SRC, now)
+        resp = self.reg.handle_register(
+            self.register(expires=expires, auth=self.answer(ch)), SRC, now
+        )
         if resp is None:  # new device: the 200 goes out after the durable save
             await asyncio.gather(*self.reg._tasks)
             resp = self.sent.pop()
