@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from gateway.manscdp import Keepalive, encode
+from gateway.manscdp import DeviceId, Keepalive, encode
 from gateway.sdp import SdpError, parse_sdp
 from gateway.simdevice import DeviceProfile, answer_manscdp, channel_ids
 from gateway.simmedia import MediaSession, PsFile
@@ -168,7 +168,7 @@ class DeviceSim:
         """Send one keepalive MESSAGE; returns the SIP status."""
         f = self.fleet
         self.sn += 1
-        body = encode(Keepalive(sn=self.sn, device_id=self.device_id, status="OK"))
+        body = encode(Keepalive(sn=self.sn, device_id=DeviceId(self.device_id), status="OK"))
         req = self._request(
             "MESSAGE",
             SipUri(f.domain, f.opts.server_id),
@@ -220,7 +220,9 @@ class Fleet:
             channels=opts.channels, civil_code=opts.civil_code, per_fragment=opts.per_fragment
         )
         self.channel_owner = {
-            c: dev for dev in self.devices.values() for c in channel_ids(dev.device_id, opts.channels)
+            c: dev
+            for dev in self.devices.values()
+            for c in channel_ids(dev.device_id, opts.channels)
         }
         self.ps_file = PsFile.load(opts.media) if opts.media else None
         self.sessions: dict[str, MediaSession] = {}
@@ -265,7 +267,9 @@ class Fleet:
             return make_response(req, 488, to_tag="sim")
         try:
             offer = parse_sdp(req.body)
-            session = MediaSession(offer, self.opts.local_host, self.ps_file, origin_user=channel_id)
+            session = MediaSession(
+                offer, self.opts.local_host, self.ps_file, origin_user=channel_id
+            )
             answer = session.answer()
         except (SdpError, ValueError, OSError) as exc:
             log.warning("sim.invite_failed channel_id=%s error=%s", channel_id, exc)
@@ -277,8 +281,10 @@ class Fleet:
             req,
             200,
             to_tag=secrets.token_hex(4),
-            headers=(("Contact", f"<sip:{channel_id}@{host}:{port}>"),
-                     ("Content-Type", "application/sdp")),
+            headers=(
+                ("Contact", f"<sip:{channel_id}@{host}:{port}>"),
+                ("Content-Type", "application/sdp"),
+            ),
             body=answer.serialize(),
         )
         return resp
