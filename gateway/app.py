@@ -22,6 +22,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.audit import AuditLog
+from gateway.cascade import CascadeService
 from gateway.catalog import CatalogService
 from gateway.channels import ChannelTable
 from gateway.config import GatewayConfig
@@ -133,6 +134,7 @@ class Gateway:
         )
         self.streams = StreamManager(self)
         self.endpoint.on_stray_response = self.streams.on_stray_response
+        self.cascade = CascadeService(self)
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -163,6 +165,7 @@ class Gateway:
         await self.catalog.start()
         self.subscribe(self._observe)
         await self.endpoint.start()
+        await self.cascade.start()
         await self._start_http()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="registrar-sweep")
 
@@ -207,6 +210,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Graceful shutdown: intake off, pending work done, store flushed, sockets closed."""
+        await self.cascade.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -103,6 +103,18 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.upstream_streams = Gauge(
+            "gbgw_upstream_streams",
+            "Streams being sent to the upstream",
+            ["upstream"],
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "gbgw_upstream_bytes_total",
+            "RTP bytes sent to the upstream (TCP: with RFC 4571 framing)",
+            ["upstream"],
+            registry=r,
+        )
         self.store_flushes = Counter(
             "gbgw_store_flushes_total", "Write-behind batches written", registry=r
         )

@@ -28,12 +28,14 @@ from sip.transport import Target
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.cascade import UpstreamClient
 
 __all__ = ["GatewaySipHandler"]
 
 log = logging.getLogger("gbgw.sip")
 
 MANSCDP = "application/manscdp+xml"
+_CASCADE_METHODS = frozenset({"MESSAGE", "SUBSCRIBE", "INVITE", "ACK", "BYE"})
 
 
 class _MethodNotAllowed(SipError):
@@ -50,6 +52,13 @@ class GatewaySipHandler:
         """Dispatch a request by method; SipError becomes its response in the endpoint."""
         now = self.gw.endpoint.loop.time()
         method = req.method
+        if method in _CASCADE_METHODS:
+            # PROTOCOL §6: requests from an upstream platform (From user = its ID)
+            upstream = self.gw.cascade.upstream_of(req)
+            if upstream is not None:
+                if method == "MESSAGE":
+                    return self._message(req, source, now, upstream)
+                return self.gw.cascade.handle(upstream, req, source)
         if method == "REGISTER":
             return self.gw.registrar.handle_register(req, source, now)
         if method in ("MESSAGE", "NOTIFY"):
@@ -69,7 +78,9 @@ class GatewaySipHandler:
             return make_response(req, 481, to_tag=new_tag())
         raise _MethodNotAllowed(f"{method} is not handled here")
 
-    def _message(self, req: Request, source: Target, now: float) -> Response | None:
+    def _message(
+        self, req: Request, source: Target, now: float, upstream: UpstreamClient | None = None
+    ) -> Response | None:
         ctype = req.content_type
         if ctype != MANSCDP:
             raise UnsupportedMediaType(f"Content-Type {ctype} is not {MANSCDP}")
@@ -89,6 +100,8 @@ class GatewaySipHandler:
             if exc.status == 415:
                 raise UnsupportedMediaType(exc.reason) from None
             raise BadRequest(exc.reason) from None
+        if upstream is not None:
+            return self.gw.cascade.on_message(upstream, req, msg, source)
         device_id = req.from_.uri.user or ""
         if isinstance(msg, Keepalive):
             self.gw.registrar.handle_keepalive(device_id, source, now)

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from gateway.api.auth import ConsumerDep
 from gateway.api.catalog_routes import router as catalog_router
 from gateway.api.live_routes import router as live_router
+from gateway.api.upstream_routes import router as upstream_router
 from sip.errors import SipError
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def create_api(gw: Gateway) -> FastAPI:
     app.state.gw = gw
     app.include_router(catalog_router)
     app.include_router(live_router)
+    app.include_router(upstream_router)
 
     @app.exception_handler(SipError)
     async def _sip_error(_: Request, exc: SipError) -> JSONResponse:

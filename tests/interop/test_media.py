@@ -161,7 +161,7 @@ def media_gateway(
 def test_h264_flv_and_ts_over_each_transport(
     gateway_factory, sim_factory, tmp_path, transport
 ) -> None:
-    gw = media_gateway(gateway_factory, transport)
+    gw = media_gateway(gateway_factory, transport, idle_close=30)
     sim_factory(gw, H264)
     for fmt in ("flv", "ts"):
         out = tmp_path / f"live.{fmt}"

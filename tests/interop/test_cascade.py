@@ -1,0 +1,312 @@
+"""Cascade end to end (PROTOCOL §6): county -> city -> province, three real `gbgw serve`
+processes on 127.0.0.1, simulated cameras at the county, zones deciding what goes up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.harness import (
+    DATA,
+    GBGW,
+    GatewayProcess,
+    free_port,
+    gateway_config,
+    require,
+    wait_until,
+)
+from tests.interop.sipsend import send_udp
+
+pytestmark = pytest.mark.interop
+
+H264 = DATA / "media" / "h264_640x360_25fps_10s.ps"
+
+PROVINCE = ("62000000002000000001", "6200000000")
+CITY = ("62090000002000000001", "6209000000")
+COUNTY = ("62090200002000000001", "6209020000")
+DEVICE = "62090000001320000001"  # the simulator's device, registered at the county
+CH1, CH2, CH3 = (f"620900000013100010{n:02d}" for n in (1, 2, 3))
+# County: CH3 is in zone "police", which the county does not share with the city.
+# City: CH2 is in zone "secret", which the city does not share with the province.
+
+
+def _toml_tables(name: str, tables: list[dict[str, Any]]) -> str:
+    out = []
+    for t in tables:
+        out.append(f"[[{name}]]")
+        out += [f"{k} = {json.dumps(v)}" for k, v in t.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def node(
+    workdir: Path,
+    ident: tuple[str, str],
+    rtp: str,
+    *,
+    upstream: dict[str, Any] | None = None,
+    zones: list[dict[str, Any]] | None = None,
+    sip_port: int = 0,
+) -> GatewayProcess:
+    """One gateway of the chain (not started)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = gateway_config(
+        workdir,
+        gateway={"id": ident[0], "domain": ident[1], "name": workdir.name},
+        sip={"port": sip_port, "transports": ["udp", "tcp"]},
+        media={"listen": "127.0.0.1", "rtp_ports": rtp, "idle_close": 10},
+    )
+    if upstream is not None:
+        text += "\n" + _toml_tables("upstream", [upstream])
+    if zones:
+        text += "\n" + _toml_tables("zone", zones)
+    return GatewayProcess(workdir, text)
+
+
+def upstream_of(name: str, upper: GatewayProcess, ident: tuple[str, str], **kw: Any) -> dict:
+    return {
+        "name": name,
+        "id": ident[0],
+        "domain": ident[1],
+        "host": "127.0.0.1",
+        "port": upper.sip_port,
+        "transport": "udp",
+        "password": "12345678",
+        "keepalive_interval": 1,
+        "register_expires": 60,
+        "zones": ["default"],
+        **kw,
+    }
+
+
+class Sim:
+    """`gbgw simulate`: one device, three cameras, streaming the H.264 file."""
+
+    def __init__(self, gw: GatewayProcess, server_id: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *GBGW,
+                "simulate",
+                "--devices",
+                "1",
+                "--channels",
+                "3",
+                "--gateway",
+                f"127.0.0.1:{gw.sip_port}",
+                "--server-id",
+                server_id,
+                "--password",
+                "12345678",
+                "--media",
+                str(H264),
+                "--keepalive",
+                "5",
+                "--duration",
+                "300",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def channels_of(gw: GatewayProcess, device_id: str) -> set[str]:
+    with gw.api() as c:
+        r = c.get(f"/api/devices/{device_id}/channels")
+    if r.status_code != 200:
+        return set()
+    return {ch["channel_id"] for ch in r.json() if ch.get("kind", "channel") == "channel"}
+
+
+def upstream_state(gw: GatewayProcess) -> dict[str, Any]:
+    with gw.api() as c:
+        rows = c.get("/api/upstreams").json()
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+@dataclass
+class Chain:
+    province: GatewayProcess
+    city: GatewayProcess
+    county: GatewayProcess
+    sim: Sim
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    root = tmp_path_factory.mktemp("cascade")
+    started: list[GatewayProcess] = []
+    sim: Sim | None = None
+    try:
+        province = node(root / "province", PROVINCE, "35000-35099").start()
+        started.append(province)
+        city = node(
+            root / "city",
+            CITY,
+            "35100-35199",
+            upstream=upstream_of("province", province, PROVINCE),
+            zones=[{"name": "secret", "channels": [CH2]}],
+        ).start()
+        started.append(city)
+        county = node(
+            root / "county",
+            COUNTY,
+            "35200-35299",
+            upstream=upstream_of("city", city, CITY),
+            zones=[{"name": "police", "channels": [CH3]}],
+        ).start()
+        started.append(county)
+        sim = Sim(county, COUNTY[0])
+        yield Chain(province, city, county, sim)
+    finally:
+        if sim is not None:
+            sim.kill()
+        for gw in reversed(started):
+            gw.stop()
+
+
+def test_catalog_shares_exactly_what_zones_allow(chain: Chain) -> None:
+    county, city, province = chain.county, chain.city, chain.province
+    county.wait_event("upstream.registered", timeout=20, upstream="city")
+    city.wait_event("upstream.registered", timeout=20, upstream="province")
+    wait_until(lambda: channels_of(county, DEVICE) == {CH1, CH2, CH3}, 30, "cameras at county")
+    # The city learns the county's channels by catalog query and subscription NOTIFY alike.
+    wait_until(lambda: channels_of(city, COUNTY[0]) == {CH1, CH2}, 30, "county catalog at city")
+    wait_until(lambda: channels_of(province, CITY[0]) == {CH1}, 30, "city catalog at province")
+    assert channels_of(city, COUNTY[0]) == {CH1, CH2}
+    assert channels_of(province, CITY[0]) == {CH1}
+    assert CH3 not in channels_of(city, COUNTY[0]) | channels_of(province, CITY[0])
+
+    state = upstream_state(county)
+    assert state["registered"] is True and state["id"] == CITY[0]
+    assert state["keepalives_ok"] >= 0 and state["last_error"] == ""
+    assert county.metric("gbgw_upstream_registered", {"upstream": "city"}) == 1.0
+    assert city.metric("gbgw_upstream_registered", {"upstream": "province"}) == 1.0
+    with city.api() as c:
+        dev = c.get(f"/api/devices/{COUNTY[0]}").json()
+    assert dev["online"] is True and dev["model"] == "platform"
+
+    # A forged INVITE for the unshared channel, claiming to be the city: 403, counted.
+    before = county.metric("gbgw_zone_denied_total", {"consumer": "city"})
+    resp = send_udp(_invite(CH3, county.sip_port), county.sip_port, timeout=5)
+    assert resp is not None and resp.startswith(b"SIP/2.0 403"), resp
+    after = county.metric("gbgw_zone_denied_total", {"consumer": "city"})
+    assert after == before + 1
+
+
+def _invite(channel: str, port: int) -> bytes:
+    sdp = (
+        f"v=0\r\no={CITY[0]} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\n"
+        "t=0 0\r\nm=video 9 RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\n"
+        "y=0620900001\r\n"
+    ).encode()
+    head = (
+        f"INVITE sip:{channel}@127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/{{transport}} {{local}};rport;branch={{branch}}\r\n"
+        f"From: <sip:{CITY[0]}@{CITY[1]}>;tag={{{{tag}}}}\r\n"
+        f"To: <sip:{channel}@{COUNTY[1]}>\r\n"
+        "Call-ID: {{call_id}}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:{CITY[0]}@{{{{local}}}}>\r\n"
+        "Content-Type: APPLICATION/SDP\r\n"
+        f"Content-Length: {len(sdp)}\r\n\r\n"
+    ).encode()
+    return head + sdp
+
+
+def test_province_plays_a_county_camera_two_hops_down(chain: Chain, tmp_path: Path) -> None:
+    from tests.interop.test_media import decode_frames, fetch, ffprobe
+
+    province = chain.province
+    wait_until(lambda: CH1 in channels_of(province, CITY[0]), 60, "CH1 at province")
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def view(i: int) -> None:
+        try:
+            barrier.wait(10)
+            out = tmp_path / f"v{i}.flv"
+            fetch(province, f"/live/{CH1}.flv", out, 250_000)
+            v = ffprobe(out)
+            assert (v.get("codec_name"), v.get("width"), v.get("height")) == ("h264", 640, 360)
+            results[i] = decode_frames(out)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=view, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    assert all(n >= 50 for n in results.values()) and len(results) == 2, results
+    # One stream per hop, whatever the number of province viewers.
+    for gw in (chain.province, chain.city, chain.county):
+        with gw.api() as c:
+            streams = [s for s in c.get("/api/streams").json() if s["state"] != "closed"]
+        assert [s["channel_id"] for s in streams] == [CH1], (gw.workdir.name, streams)
+    assert chain.county.metric("gbgw_upstream_streams", {"upstream": "city"}) == 1.0
+    assert chain.city.metric("gbgw_upstream_streams", {"upstream": "province"}) == 1.0
+    assert chain.county.metric("gbgw_upstream_bytes_total", {"upstream": "city"}) > 250_000
+    assert chain.city.metric("gbgw_upstream_bytes_total", {"upstream": "province"}) > 250_000
+    assert upstream_state(chain.county)["streams"] == 1
+
+
+def test_upstream_restart_reregisters_and_shares_again(tmp_path: Path) -> None:
+    city_port = free_port()
+    city = node(tmp_path / "city", CITY, "35300-35399", sip_port=city_port).start()
+    county = node(
+        tmp_path / "county",
+        COUNTY,
+        "35400-35499",
+        upstream=upstream_of("city", city, CITY),
+        zones=[{"name": "police", "channels": [CH3]}],
+    ).start()
+    sim = Sim(county, COUNTY[0])
+    try:
+        county.wait_event("upstream.registered", timeout=20, upstream="city")
+        wait_until(lambda: channels_of(city, COUNTY[0]) == {CH1, CH2}, 40, "county catalog")
+        city.kill9()
+        lost = county.wait_event("upstream.lost", timeout=30, upstream="city")
+        assert lost["reason"].startswith("keepalive_")
+        wait_until(lambda: upstream_state(county)["registered"] is False, 5, "registered=false")
+        assert county.metric("gbgw_upstream_registered", {"upstream": "city"}) == 0.0
+        registered_before = len(county.find("upstream.registered", upstream="city"))
+        catalogs_before = len(county.find("upstream.catalog_sent", upstream="city"))
+        city.start()
+        assert city.sip_port == city_port
+        # Backoff 1 s doubling: a handful of failed attempts at most before it gets through.
+        wait_until(
+            lambda: len(county.find("upstream.registered", upstream="city")) > registered_before,
+            70,
+            "re-registration",
+        )
+        wait_until(
+            lambda: len(county.find("upstream.catalog_sent", upstream="city")) > catalogs_before,
+            30,
+            "catalog queried again",
+        )
+        wait_until(lambda: channels_of(city, COUNTY[0]) == {CH1, CH2}, 30, "catalog shared")
+        with city.api() as c:
+            assert c.get(f"/api/devices/{COUNTY[0]}").json()["online"] is True
+        assert upstream_state(county)["registered"] is True
+    finally:
+        sim.kill()
+        county.stop()
+        city.stop()
+
+
+def test_ffprobe_present() -> None:
+    require("ffprobe")
