@@ -171,6 +171,8 @@ class CatalogService:
         self.subscribe_expires = subscribe_expires
         # device_id -> monotonic time to refresh its catalog subscription
         self._subscriptions: dict[str, float] = {}
+        self._counted: dict[str, int] = {}  # device_id -> its channels counted in the gauge
+        self._channel_total = 0
         self._collections: dict[tuple[str, int], _Collection] = {}
         self.state: dict[str, CatalogState] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -394,15 +396,25 @@ class CatalogService:
             log.exception("store.channels_failed device_id=%s", device_id)
 
     def _refresh_counts(self, device_id: str | None) -> None:
+        """Update a device's channel_count and the channel gauge (incrementally: a catalog
+        storm must not rescan the whole table per device)."""
         table = self.gw.channels
         if device_id is not None:
             d = self.gw.registrar.devices.get(device_id)
+            new = table.count(device_id)
+            old = self._counted.get(device_id, 0)
+            self._counted[device_id] = new
+            self._channel_total += new - old
             if d is not None:
-                d.channel_count = table.count(device_id)
+                d.channel_count = new
         else:
+            self._counted = {}
+            for dev_id in {c.device_id for c in table}:
+                self._counted[dev_id] = table.count(dev_id)
+            self._channel_total = sum(self._counted.values())
             for d in self.gw.registrar.devices.values():
-                d.channel_count = table.count(d.device_id)
-        self.gw.metrics.channels.set(sum(1 for c in table if c.kind == "channel"))
+                d.channel_count = self._counted.get(d.device_id, 0)
+        self.gw.metrics.channels.set(self._channel_total)
 
     # -- change notifications --------------------------------------------------------------
 

@@ -6,6 +6,8 @@ per-SSRC labels (that detail lives in the API).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sip.transport import Target
@@ -36,6 +38,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._responses: dict[tuple[int, str], Any] = {}
         r = self.registry
         self.devices_registered = Gauge(
             "gbgw_devices_registered", "Devices known to the registrar", registry=r
@@ -142,12 +146,22 @@ class Metrics:
     # EndpointObserver -----------------------------------------------------------------------
 
     def request(self, method: str, direction: str) -> None:
-        """Count a SIP request."""
-        self.sip_requests.labels(method if method in _METHODS else "OTHER", direction).inc()
+        """Count a SIP request (label children cached: this runs for every message)."""
+        key = (method if method in _METHODS else "OTHER", direction)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.sip_requests.labels(*key)
+        child.inc()
 
     def response(self, status: int, direction: str) -> None:
         """Count a SIP response."""
-        self.sip_responses.labels(str(status), direction).inc()
+        key = (status, direction)
+        child = self._responses.get(key)
+        if child is None:
+            if len(self._responses) > 2000:  # status codes are bounded, but stay safe
+                self._responses.clear()
+            child = self._responses[key] = self.sip_responses.labels(str(status), direction)
+        child.inc()
 
     def malformed(self, reason: str, target: Target) -> None:
         """Count a malformed SIP message."""

@@ -340,11 +340,12 @@ class Registrar:
             expires,
             device.call_id,
         )
-        self._set_online(device, True, "registered")
         if is_new or moved:
-            # Durable before the 200: a device the gateway acknowledged is never lost.
+            # Durable before the 200 and before anyone hears of it: a device the gateway
+            # acknowledged is never lost, and services (catalog) only see stored devices.
             self._spawn(self._save_then_reply(device, resp))
             return None
+        self._set_online(device, True, "registered")
         self.sink.touch(device_id, wall)
         return resp
 
@@ -354,6 +355,8 @@ class Registrar:
         except Exception:
             log.exception("store.save_failed device_id=%s", device.device_id)
             resp = Response(500, None, resp.headers.copy())
+        else:
+            self._set_online(device, True, "registered")
         self.send_response(resp)
 
     def _unregister(self, req: Request, device: Device | None, source: Target) -> Response:
