@@ -104,12 +104,22 @@ def test_police_channel_invisible_and_forbidden_for_ops(gw: GatewayProcess) -> N
         assert {r["county"] for r in kpi_ops["rows"]} == {"620921"}
         kpi_cop = cop.get("/api/kpi", params={"by": "county,class"}).json()
         assert {r["county"] for r in kpi_cop["rows"]} == {"620902", "620921"}
+        # live stream and snapshot: forbidden for ops (checked before any INVITE), counted
+        assert ops.get(f"/live/{POLICE}.flv").status_code == 403
+        assert ops.get(f"/api/channels/{POLICE}/snapshot.jpg").status_code == 403
+        assert gw.metric("gbgw_zone_denied_total", {"consumer": "ops"}, token=ADMIN) == 2
+        assert (
+            gw.metric(
+                "gbgw_sip_requests_total", {"method": "INVITE", "direction": "out"}, token=ADMIN
+            )
+            == 0
+        )
         # PTZ: forbidden for ops, and counted
         r = ops.post(
             f"/api/devices/{DEV}/ptz", json={"channel_id": POLICE, "action": "left", "speed": 128}
         )
         assert r.status_code == 403
-        assert gw.metric("gbgw_zone_denied_total", {"consumer": "ops"}, token=ADMIN) == 1
+        assert gw.metric("gbgw_zone_denied_total", {"consumer": "ops"}, token=ADMIN) == 3
         # a channel that does not exist looks the same to ops (no existence leak)
         r = ops.post(
             f"/api/devices/{DEV}/ptz", json={"channel_id": "62090200001319999999", "action": "left"}
