@@ -377,7 +377,7 @@ class SendLog:
 def _probe_fleet_class() -> type:
     from gateway.simulate import Fleet
 
-    class _ProbeFleet(Fleet):  # type: ignore[misc]  # Fleet is untyped at this boundary
+    class _ProbeFleet(Fleet):
         """A one-camera ``Fleet`` whose media sessions report into a ``SendLog``."""
 
         def __init__(self, opts: Any, send_log: SendLog) -> None:
@@ -411,6 +411,10 @@ class _Relay(asyncio.DatagramProtocol):
         self.out = out
         self.packets = 0
 
+    def itself(self) -> _Relay:
+        """The protocol factory of this relay's endpoint."""
+        return self
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets += 1
         self.out.write(data)
@@ -424,8 +428,9 @@ async def _relay(streams: int, sink: str) -> int:
     ports: list[int] = []
     for _ in range(streams):
         out, _proto = await loop.create_connection(asyncio.Protocol, host, int(port))
+        relay = _Relay(out)
         transport, proto = await loop.create_datagram_endpoint(
-            lambda out=out: _Relay(out), local_addr=("127.0.0.1", 0)
+            relay.itself, local_addr=("127.0.0.1", 0)
         )
         sock = transport.get_extra_info("socket")
         with contextlib.suppress(OSError):  # as gbgw's receivers ask (media.receiver)

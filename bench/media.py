@@ -263,7 +263,11 @@ async def _open_all(host: str, port: int, channels: list[str], timeout: float) -
     async def one(cid: str) -> FlvViewer:
         async with sem:
             v = await open_viewer(host, port, f"/live/{cid}.flv")
-            await v.first_key
+            try:
+                await v.first_key
+            except BaseException:
+                v.close()
+                raise
             return v
 
     tasks = [asyncio.create_task(one(c)) for c in channels]
@@ -514,7 +518,7 @@ def print_report(
             "lost/pkts", "lost metric", "in-time %", "faults", "udp drops", "RSS MiB/str",
             "ref KiB/str", "viewer Mbit/s min", "sim cores", "bench cores",
             "other cores")  # fmt: skip
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for s in steps:
         r = by_n.get(s.streams)
         ref_pct = 100 * r.cores / r.streams if r and not r.error else math.nan

@@ -204,7 +204,7 @@ class Gateway:
             if self.endpoint.transports is not None:
                 self.metrics.tcp_connections.set(self.endpoint.transports.tcp_connections)
             ticks += 1
-            if ticks % 5 == 0:
+            if ticks % 15 == 0:
                 # KPI gauges and availability samples (a missed event is caught here)
                 self.kpi.publish(self.channels, self.registrar.devices.values())
 

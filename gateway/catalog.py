@@ -336,7 +336,10 @@ class CatalogService:
         """Commit collections idle for ``fragment_idle`` or older than ``max_wait``."""
         for col in list(self._collections.values()):
             idle = col.fragments > 0 and now - col.last_fragment >= self.fragment_idle
-            if idle or now - col.started >= self.max_wait:
+            # max_wait bounds a silent device; a catalog still arriving steadily (100k items
+            # one per MESSAGE) gets more time: 10 ms per expected item, at most 30 minutes.
+            budget = self.max_wait + min(1800.0, 0.01 * (col.sum_num or 0))
+            if idle or now - col.started >= budget:
                 complete = (
                     col.sum_num is not None and len(col.items) >= col.sum_num and col.skipped == 0
                 )

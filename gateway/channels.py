@@ -73,6 +73,8 @@ class ChannelTable:
         self._by_device: dict[str, dict[str, Channel]] = {}
         # channel_id -> other devices reporting it too (rare: only for duplicates, Q-11)
         self._also: dict[str, list[str]] = {}
+        # device_id -> how many of its rows are cameras (kind == "channel"), kept up to date
+        self._cameras: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -95,11 +97,18 @@ class ChannelTable:
         chans = self._by_device.get(device_id, {})
         if kind is None:
             return len(chans)
+        if kind == "channel":
+            return self._cameras.get(device_id, 0)
         return sum(1 for c in chans.values() if c.kind == kind)
 
     def put(self, channel: Channel) -> None:
         """Insert or replace one channel."""
         key = (channel.device_id, channel.channel_id)
+        old = self._by_key.get(key)
+        if old is not None and old.kind == "channel":
+            self._cameras[channel.device_id] -= 1
+        if channel.kind == "channel":
+            self._cameras[channel.device_id] = self._cameras.get(channel.device_id, 0) + 1
         self._by_key[key] = channel
         current = self._by_id.get(channel.channel_id)
         if current is None or current.device_id == channel.device_id:
@@ -121,6 +130,8 @@ class ChannelTable:
         ch = self._by_key.pop((device_id, channel_id), None)
         if ch is None:
             return None
+        if ch.kind == "channel":
+            self._cameras[device_id] -= 1
         self._by_device.get(device_id, {}).pop(channel_id, None)
         also = self._also.get(channel_id)
         if also is not None and device_id in also:
@@ -138,3 +149,4 @@ class ChannelTable:
         for cid in list(self._by_device.get(device_id, {})):
             self.remove(device_id, cid)
         self._by_device.pop(device_id, None)
+        self._cameras.pop(device_id, None)

@@ -49,11 +49,13 @@ class RawDevice:
         while (left := deadline - time.monotonic()) > 0:
             self.sock.settimeout(left)
             try:
-                raw = self.sock.recv(65535)
+                raw, addr = self.sock.recvfrom(65535)
             except TimeoutError:
                 break
             msg = parse_message(raw)
             if isinstance(msg, Request):
+                # a request from the gateway while we wait: answer it at once, as devices do
+                self.sock.sendto(make_response(msg, 200, to_tag="d1").serialize(), addr)
                 self.backlog.append(msg)
                 continue
             if msg.status >= 200:
