@@ -112,7 +112,9 @@ class ReceiverStats(TypedDict):
     video_units: int
     audio_units: int
     faults: dict[str, int]
-    """Demuxer faults by kind, plus ``rtp_malformed`` and ``rtp_framing`` (TCP resyncs)."""
+    """Demuxer faults by kind, plus ``rtp_malformed``, ``rtp_framing`` (TCP resyncs),
+    ``ssrc_mismatch`` and ``foreign_source`` (as above): what ``gbgw_media_faults_total``
+    exports, so every fault a hostile peer can cause is visible outside the process."""
 
 
 class ReceiverArgs(TypedDict, total=False):
@@ -226,6 +228,8 @@ class RtpReceiver:
         faults = demux.faults()
         faults["rtp_malformed"] = self._malformed
         faults["rtp_framing"] = self._framing + self._live_framing()
+        faults["ssrc_mismatch"] = rtp.ssrc_mismatch
+        faults["foreign_source"] = self._foreign
         return {
             "packets": self._packets,
             "bytes": self._bytes,

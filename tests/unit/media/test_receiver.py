@@ -255,7 +255,7 @@ async def test_udp_latches_first_source_and_counts_foreign(
     video = await sink.video_units(250)
     assert len(video) == 250
     stats = rx.stats()
-    assert stats["foreign_source"] == 40
+    assert stats["foreign_source"] == stats["faults"]["foreign_source"] == 40
     assert stats["packets"] == len(wire)
 
 
@@ -290,7 +290,7 @@ async def test_strict_receiver_drops_another_ssrc(receivers: list[RtpReceiver]) 
     timed_out = await sink.event(MediaTimedOut)
     assert timed_out == MediaTimedOut(0.3, before_first_packet=True)
     assert sink.units == [] and rx.source is None  # the wrong stream did not take the port
-    assert rx.stats()["ssrc_mismatch"] == len(wire)
+    assert rx.stats()["ssrc_mismatch"] == rx.stats()["faults"]["ssrc_mismatch"] == len(wire)
     assert len(sink.of(SsrcMismatch)) == 1  # reported once, counted always
     assert_clean_close(sink, CloseReason.MEDIA_TIMEOUT)
 
@@ -304,6 +304,7 @@ async def test_tolerant_receiver_follows_the_device(receivers: list[RtpReceiver]
     assert len(await sink.video_units(250)) == 250
     assert sink.of(SsrcMismatch) == [SsrcMismatch(SSRC, 0x12345678)]
     assert rx.stats()["ssrc_mismatch"] == 1  # the switch, counted once (a known quirk)
+    assert rx.stats()["faults"]["ssrc_mismatch"] == 1
 
 
 async def test_tcp_passive_accepts_only_the_expected_host(
