@@ -240,6 +240,21 @@ class HostileCamera:
         """Let a stream held at ``hold_after`` frames go on (rule 4)."""
         self._released.set()
 
+    def send_bye(self) -> None:
+        """The camera ends the call itself (RFC 3261 §15.1.1): BYE in the INVITE's dialog."""
+        invite = self.invites[-1]
+        ok = self._answers[invite.call_id]
+        local = self.device.local
+        target = invite.contact[0].uri if invite.contact else invite.from_.uri
+        bye = (
+            f"BYE {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {local[0]}:{local[1]};rport;branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+            f"From: {ok.to}\r\nTo: {invite.from_}\r\nCall-ID: {invite.call_id}\r\n"
+            "CSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        self._halt.set()
+        self.device.sock.sendto(bye.encode(), self.gateway)
+
     def close(self) -> None:
         """Stop both threads, wait for them, close every socket; idempotent."""
         self._closing.set()

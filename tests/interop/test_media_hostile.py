@@ -365,3 +365,29 @@ def test_rtp_from_a_foreign_source_port(
     assert nonzero(run.faults) == {"foreign_source": inj.injected}, run.faults
     assert run.lost == 0
     assert frames_in(run.decoded, FAULTS) == len(FAULTS), run.decoded.times
+
+
+def test_device_bye_ends_every_viewer(
+    gateway_factory: Factory, tmp_path: Path, sample: PsFile
+) -> None:
+    """The camera hangs up: the stream ends for every consumer with the reason logged, the
+    HTTP responses end cleanly, and the gateway does not BYE back."""
+    gw = gateway_factory(
+        sip={"password": ""},
+        media={"listen": "127.0.0.1", "rtp_ports": RTP_PORTS, "idle_close": 30},
+    )
+    with HostileCamera(gw.sip_port, sample, Injector()) as camera:
+        assert camera.register().status == 200
+        viewers = [Viewer(gw, camera, tmp_path / f"v{i}.flv").start() for i in range(2)]
+        wait_until(lambda: all(v.arrivals for v in viewers), timeout=20, what="both viewers fed")
+        wait_until(lambda: camera.frames_sent >= 50, timeout=20, what="2 s of video")
+        camera.send_bye()
+        ev = gw.wait_event("stream.closed", timeout=10, channel_id=CAMERA_ID)
+        assert ev["reason"] == "device_bye"
+        gw.wait_event("stream.device_bye", channel_id=CAMERA_ID)
+        for v in viewers:
+            assert v.done.wait(10), "the viewer's response did not end"
+            assert v.error is None and v.status == 200
+            assert v.bytes_from(0) > 10_000
+        assert not camera.bye.is_set()  # the device ended the dialog: no BYE back
+        wait_until(lambda: gw.metric("gbgw_streams_active") == 0, what="no stream left")
