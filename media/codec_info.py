@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from enum import StrEnum
 
 __all__ = [
+    "BitReader",
     "Codec",
     "SpsParseError",
     "is_keyframe",
     "iter_nals",
+    "nal_rbsp",
     "parse_h264_sps",
     "parse_h265_sps",
     "sniff_video_codec",
@@ -138,48 +140,62 @@ def video_size(codec: Codec, annexb: bytes) -> tuple[int, int] | None:
     return None
 
 
-class _Bits:
-    """MSB-first bit reader over an RBSP (emulation prevention already removed)."""
+class BitReader:
+    """MSB-first bit reader over an RBSP (emulation prevention already removed); running
+    past the end raises ``error`` (SpsParseError by default)."""
 
-    __slots__ = ("_n", "_pos", "_value")
+    __slots__ = ("_error", "_n", "_pos", "_value")
 
-    def __init__(self, rbsp: bytes) -> None:
+    def __init__(self, rbsp: bytes, error: type[ValueError] = SpsParseError) -> None:
         self._value = int.from_bytes(rbsp, "big")
         self._n = 8 * len(rbsp)
         self._pos = 0
+        self._error = error
 
     def u(self, count: int) -> int:
+        """The next ``count`` bits as an unsigned integer."""
         if count == 0:
             return 0
         end = self._pos + count
         if end > self._n:
-            raise SpsParseError("SPS is truncated")
+            raise self._error("parameter set is truncated")
         self._pos = end
         return (self._value >> (self._n - end)) & ((1 << count) - 1)
 
     def skip(self, count: int) -> None:
+        """Skip ``count`` bits."""
         self._pos += count
         if self._pos > self._n:
-            raise SpsParseError("SPS is truncated")
+            raise self._error("parameter set is truncated")
 
     def ue(self) -> int:
+        """An unsigned exp-Golomb code (H.264 §9.1)."""
         zeros = 0
         while self.u(1) == 0:
             zeros += 1
             if zeros > 31:
-                raise SpsParseError("SPS exp-Golomb code longer than 32 bits")
+                raise self._error("exp-Golomb code longer than 32 bits")
         return (1 << zeros) - 1 + self.u(zeros)
 
     def se(self) -> int:
+        """A signed exp-Golomb code."""
         k = self.ue()
         return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+_Bits = BitReader
+
+
+def nal_rbsp(nal: bytes, header_size: int) -> bytes:
+    """The NAL payload without its header and emulation-prevention bytes (00 00 03 -> 00 00)."""
+    return bytes(nal[header_size:]).replace(b"\x00\x00\x03", b"\x00\x00")
 
 
 def _rbsp(nal: bytes, header_size: int) -> bytes:
     """Drop the NAL header and the emulation-prevention bytes (00 00 03 -> 00 00)."""
     if len(nal) > _MAX_SPS:
         raise SpsParseError(f"SPS of {len(nal)} bytes is larger than {_MAX_SPS}")
-    return bytes(nal[header_size:]).replace(b"\x00\x00\x03", b"\x00\x00")
+    return nal_rbsp(nal, header_size)
 
 
 _H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from media.codec_info import BitReader, nal_rbsp
+
 __all__ = [
     "ADTS_SAMPLE_RATES",
     "MAX_CONFIG",
@@ -65,36 +67,15 @@ def annexb_spans(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
-class _Bits:
-    """MSB-first bit reader over an RBSP (emulation prevention already removed)."""
-
-    __slots__ = ("_n", "_pos", "_value")
-
-    def __init__(self, rbsp: bytes) -> None:
-        self._value = int.from_bytes(rbsp, "big")
-        self._n = 8 * len(rbsp)
-        self._pos = 0
-
-    def u(self, count: int) -> int:
-        end = self._pos + count
-        if end > self._n:
-            raise ConfigError("parameter set is truncated")
-        self._pos = end
-        return (self._value >> (self._n - end)) & ((1 << count) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ConfigError("exp-Golomb code longer than 32 bits")
-        return (1 << zeros) - 1 + self.u(zeros)
+def _Bits(rbsp: bytes) -> BitReader:  # reads like the class it returns
+    """A bit reader whose overruns are ConfigErrors."""
+    return BitReader(rbsp, ConfigError)
 
 
 def _rbsp(nal: bytes, header_size: int) -> bytes:
     if len(nal) > _MAX_PARAM_SET:
         raise ConfigError(f"parameter set of {len(nal)} bytes is larger than {_MAX_PARAM_SET}")
-    return nal[header_size:].replace(b"\x00\x00\x03", b"\x00\x00")
+    return nal_rbsp(nal, header_size)
 
 
 def _array(nals: tuple[bytes, ...]) -> bytes:
