@@ -111,5 +111,6 @@ def test_kpi_matches_the_fleet(gateway: GatewayProcess, fleet: list[str]) -> Non
     assert row["devices_known"] == 2 and row["online_rate"] == 1.0
     wait_until(
         lambda: gateway.metric("gbgw_kpi_channels", {"county": "620902", "class": "3"}) == 6,
+        timeout=40,  # published every 15 s
         what="KPI gauges published",
     )
