@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-from functools import cache
 from pathlib import Path
 
 import av
@@ -15,19 +14,12 @@ import pytest
 
 from media.ps import AccessUnit, Codec, PsDemuxer
 from media.sinks import PsSink
+from tests.unit.media.sinkutil import codecs, sample_units
 
 DATA = Path(__file__).parents[2] / "data" / "media"
 H264 = "h264_640x360_25fps_10s.ps"
 H265 = "h265_640x360_25fps_10s.ps"
 H264_G711A = "h264_640x360_25fps_10s_g711a.ps"
-
-
-@cache
-def sample_units(name: str) -> tuple[AccessUnit, ...]:
-    d = PsDemuxer(max_units=100_000)
-    d.feed((DATA / name).read_bytes())
-    d.flush()
-    return tuple(d.pop_units())
 
 
 def demux(data: bytes) -> list[AccessUnit]:
@@ -72,12 +64,6 @@ def ffprobe(path: Path, *select: str, g711: bool = False) -> list[dict[str, obje
     ] == []
     streams: list[dict[str, object]] = json.loads(result.stdout)["streams"]
     return streams
-
-
-def codecs(units: tuple[AccessUnit, ...]) -> tuple[Codec, Codec | None]:
-    video = next(u.codec for u in units if u.kind == "video")
-    audio = next((u.codec for u in units if u.kind == "audio"), None)
-    return video, audio
 
 
 @pytest.mark.parametrize("name", [H264, H265, H264_G711A])

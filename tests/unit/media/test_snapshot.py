@@ -6,28 +6,20 @@ import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import cache
 from pathlib import Path
 
 import av
 import pytest
 
-from media.ps import AccessUnit, Codec, PsDemuxer
+from media.ps import Codec
 from media.sinks import SnapshotError, decode_units, snapshot_jpeg
+from tests.unit.media.sinkutil import sample_units
 
 DATA = Path(__file__).parents[2] / "data" / "media"
 H264 = "h264_640x360_25fps_10s.ps"
 H265 = "h265_640x360_25fps_10s.ps"
 H264_G711A = "h264_640x360_25fps_10s_g711a.ps"
 SAMPLES = [H264, H265, H264_G711A]
-
-
-@cache
-def sample_units(name: str) -> tuple[AccessUnit, ...]:
-    d = PsDemuxer(max_units=100_000)
-    d.feed((DATA / name).read_bytes())
-    d.flush()
-    return tuple(d.pop_units())
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
