@@ -62,9 +62,12 @@ class GbgwServer:
 
     name = "gbgw"
 
-    def __init__(self, workdir: Path, deadline: Deadline, *, catalog: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, deadline: Deadline, *, catalog: bool = True, extra_config: str = ""
+    ) -> None:
         """Start and wait for ``ready``; ``catalog=False`` turns off the queries and SUBSCRIBE
-        a gbgw sends each newly online device, leaving the bare registrar."""
+        a gbgw sends each newly online device, leaving the bare registrar; ``extra_config``
+        is TOML appended to the config (e.g. a ``[media]`` section)."""
         self.workdir = workdir
         config = workdir / "gateway.toml"
         config.write_text(
@@ -75,6 +78,7 @@ class GbgwServer:
             # info: the production default, and the level of the ready event we wait for
             '[log]\nformat = "json"\nlevel = "info"\n'
             + ("" if catalog else "[catalog]\nquery_on_register = false\nsubscribe = false\n")
+            + extra_config
         )
         # stdout goes to a file, not a pipe: a reader that falls behind would throttle the
         # gateway's logging (every line is a write) and so the gateway itself
@@ -93,7 +97,8 @@ class GbgwServer:
             self.close()
             raise
         self.sip_port = int(str(ready["sip_udp"]).rsplit(":", 1)[1])
-        host, _, port = str(ready["http"]).rpartition(":")
+        self.http_address = str(ready["http"])
+        host, _, port = self.http_address.rpartition(":")
         self._http = http.client.HTTPConnection(host, int(port), timeout=30)
 
     def _wait_ready(self, deadline: Deadline) -> dict[str, object]:

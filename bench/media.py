@@ -170,31 +170,11 @@ class MediaGateway(GbgwServer):
     """``gbgw serve`` as ``GbgwServer`` starts it, plus RTP on 127.0.0.1 and a wide port range."""
 
     def __init__(self, workdir: Path, deadline: Deadline) -> None:
-        self.workdir = workdir
-        config = workdir / "gateway.toml"
-        config.write_text(
-            f'[gateway]\ndata_dir = "{workdir / "data"}"\n'
-            '[sip]\nlisten = "127.0.0.1"\nport = 0\n'
-            '[http]\nlisten = "127.0.0.1"\nport = 0\n'
-            '[media]\nlisten = "127.0.0.1"\nrtp_ports = "20000-24999"\n'
-            '[log]\nformat = "json"\nlevel = "info"\n'
+        super().__init__(
+            workdir,
+            deadline,
+            extra_config='[media]\nlisten = "127.0.0.1"\nrtp_ports = "20000-24999"\n',
         )
-        self.log_path = workdir / "gbgw.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config)],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            ready = self._wait_ready(deadline)
-        except BaseException:
-            self.close()
-            raise
-        self.sip_port = int(str(ready["sip_udp"]).rsplit(":", 1)[1])
-        self.http_address = str(ready["http"])
 
 
 class MediaSimulator:
