@@ -270,7 +270,7 @@ class RtpReceiver:
         while out is not None:
             if state.last_discontinuity:
                 demux.notify_loss()
-            demux.feed(out.payload, out.timestamp)
+            demux.feed(out.payload, out.timestamp, out.marker)
             out = state.pop()
         self._drain()
         if self._reorder_handle is None and not self.closed:
@@ -377,7 +377,7 @@ class RtpReceiver:
         while out is not None:
             if state.last_discontinuity:
                 demux.notify_loss()
-            demux.feed(out.payload, out.timestamp)
+            demux.feed(out.payload, out.timestamp, out.marker)
             out = state.pop()
         self._drain()
         deadline = state.next_deadline()

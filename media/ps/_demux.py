@@ -69,6 +69,9 @@ _START = b"\x00\x00\x01"
 _PACK = b"\x00\x00\x01\xba"
 _TS_MASK = PTS_MODULO - 1
 
+MARKER_LEARN_FRAMES = 3
+"""Frames whose RTP marker must agree with the PS frame boundary before it is trusted."""
+
 
 class PsDemuxer:
     """Sans-I/O PS demuxer: ``feed()`` payload bytes, take ``AccessUnit``s from
@@ -116,13 +119,25 @@ class PsDemuxer:
         self._held: list[AccessUnit] = []
         self._held_bytes = 0
         self._hold = True
+        # RTP marker (PROTOCOL §5.3: set on a frame's last packet). Trusted only after
+        # MARKER_LEARN_FRAMES frames where it matched the boundary the PS itself shows,
+        # and distrusted for good once a frame goes on after a marker: closing at the
+        # marker saves one frame interval of latency, but some senders set it anywhere.
+        self._marker_trust = 0  # frames agreed so far; MARKER_LEARN_FRAMES = trusted; -1 never
+        self._marker_pending = False  # learning: a marker came at a clean frame boundary
+        self._marker_pts: int | None = None  # PTS of the last frame the marker closed
+        self._marker_tail = 0  # learning, open PES: bytes held back at the marker (its tail)
 
     # -- input
 
     def feed(
-        self, payload: bytes | bytearray | memoryview, rtp_timestamp: int | None = None
+        self,
+        payload: bytes | bytearray | memoryview,
+        rtp_timestamp: int | None = None,
+        marker: bool = False,
     ) -> None:
-        """Append PS bytes (one RTP payload, any cut); ``rtp_timestamp`` in 90 kHz ticks."""
+        """Append PS bytes (one RTP payload, any cut); ``rtp_timestamp`` in 90 kHz ticks;
+        ``marker`` is the RTP marker bit (the last packet of a frame, once trusted)."""
         if rtp_timestamp is not None:
             if (
                 self._v_rtp_timed
@@ -147,6 +162,37 @@ class PsDemuxer:
             self._fault("mpeg_ts", "payload looks like MPEG-TS, not PS", 0)
         self._buf += payload
         self._parse()
+        if marker and self._marker_trust >= 0:
+            self._on_marker()
+
+    def _on_marker(self) -> None:
+        """The packet just parsed carried the marker: end the video frame if the PS agrees
+        it can end here (nothing half-read but the open video PES)."""
+        if not self._v_open or not self._v_chunks:
+            return
+        open_sid = self._open_sid
+        if open_sid is not None and (open_sid != self._video_sid or not self._open_keep):
+            return
+        if open_sid is None and self._buf:
+            return  # a structure is half-read: the frame cannot end at this packet
+        if self._marker_trust < MARKER_LEARN_FRAMES:
+            self._marker_pending = True
+            self._marker_tail = len(self._buf) if open_sid is not None else 0
+            return
+        if open_sid is not None:  # a PES without length: its tail is the rest of the buffer
+            self._open_append(0, len(self._buf))
+            self._open_sid = None
+            self._base += len(self._buf)
+            self._buf.clear()
+        pts = self._v_pts
+        self._end_frame()
+        self.stats.marker_frames += 1
+        self._marker_pts = pts
+
+    def _marker_lied(self) -> None:
+        self._marker_trust = -1
+        self._marker_pending = False
+        self.stats.marker_distrusted = 1
 
     def notify_loss(self) -> None:
         """Packets were lost: drop the partial frame and resync at the next pack header."""
@@ -359,6 +405,12 @@ class PsDemuxer:
             return
         chunk = bytes(self._buf[start:stop])
         if self._open_sid == self._video_sid:
+            if self._marker_pending and start == 0 and stop <= self._marker_tail:
+                # learning: the bytes held back at the marker are still that frame's tail
+                self._marker_tail = 0
+                self._v_size += len(chunk)
+                self._v_chunks.append(chunk)
+                return
             self._video_append(chunk)
             return
         self._a_size += len(chunk)
@@ -415,7 +467,13 @@ class PsDemuxer:
         if pts is not None and self._v_open and pts != self._v_pts:
             self._end_frame()  # PROTOCOL §5.3: a video PES with a new PTS starts a frame
         if self._v_open:
+            if self._marker_pending:
+                self._marker_lied()  # learning: the frame went on after its "last" packet
             return
+        if self._marker_pts is not None:
+            if pts is not None and pts == self._marker_pts:
+                self._marker_lied()  # trusted, yet the frame the marker ended goes on
+            self._marker_pts = None
         self._v_rtp_timed = pts is None and self._rtp_ts is not None
         if pts is None and self._rtp_ts is not None:
             pts = dts = self._rtp_ts & _TS_MASK
@@ -426,6 +484,8 @@ class PsDemuxer:
     def _video_append(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if self._marker_pending and self._v_chunks:
+            self._marker_lied()
         self._v_size += len(chunk)
         if self._v_size > self.max_frame:
             self._fault("oversize", f"video frame exceeds {self.max_frame} bytes", 0)
@@ -436,6 +496,7 @@ class PsDemuxer:
         self._v_chunks.append(chunk)
 
     def _drop_frame(self) -> None:
+        self._marker_pending = False
         self._v_open = False
         self._v_rtp_timed = False
         self._v_chunks = []
@@ -444,6 +505,9 @@ class PsDemuxer:
     def _end_frame(self) -> None:
         if not self._v_open:
             return
+        if self._marker_pending:  # learning: the PS ended the frame where the marker said
+            self._marker_pending = False
+            self._marker_trust += 1
         chunks = self._v_chunks
         self._drop_frame()
         if not chunks:

@@ -66,6 +66,10 @@ class PsDemuxStats:
     overflow: int = 0
     mpeg_ts: int = 0
     """Payloads that look like MPEG-TS (0x47 every 188 bytes) before any pack header."""
+    marker_frames: int = 0
+    """Video frames closed by the RTP marker bit instead of the next pack header."""
+    marker_distrusted: int = 0
+    """1 once the marker bit was seen mid-frame: frames then end at pack headers only."""
 
     def faults(self) -> dict[str, int]:
         """The fault counters by kind."""

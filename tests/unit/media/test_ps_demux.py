@@ -522,3 +522,117 @@ def test_garbage_keeps_the_buffer_small(junk: bytes, repeat: int) -> None:
     for _ in range(repeat):
         d.feed(junk.replace(b"\x00\x00\x01", b"\x00\x01\x01"))
         assert len(d._buf) <= 3  # the cap is the point of the test
+
+
+# ---------------------------------------------------------------- the RTP marker bit
+
+
+def rtp_frames(data: bytes, size: int = 1400) -> list[list[bytes]]:
+    """The stream as RTP payloads, one list per pack (one frame: what senders mark)."""
+    starts = [i for i in range(len(data)) if data.startswith(b"\x00\x00\x01\xba", i)]
+    packs = [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
+    return [[p[i : i + size] for i in range(0, len(p), size)] for p in packs]
+
+
+def feed_marked(
+    frames: list[list[bytes]], d: PsDemuxer, mark: Callable[[int, int], bool]
+) -> tuple[list[AccessUnit], list[int]]:
+    """Feed with ``mark(frame, packet)`` as the marker; also which frame each unit left at."""
+    out: list[AccessUnit] = []
+    left_at: list[int] = []
+    for f, payloads in enumerate(frames):
+        for p, payload in enumerate(payloads):
+            d.feed(payload, None, mark(f, p))
+            got = d.pop_units()
+            out.extend(got)
+            left_at.extend([f] * len(got))
+    d.flush()
+    out.extend(d.pop_units())
+    return out, left_at
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_marker_ends_the_frame_at_its_last_packet_once_learnt(name: str) -> None:
+    frames = rtp_frames(sample(name))
+    d = PsDemuxer(max_units=100_000)
+    units, left_at = feed_marked(frames, d, lambda f, p: p == len(frames[f]) - 1)
+    assert units == list(reference(name))  # the same units, only sooner
+    video_packs = [f for f, pk in enumerate(frames) if pk[0].find(b"\x00\x00\x01\xe0") >= 0]
+    video_left = [at for u, at in zip(units, left_at, strict=False) if u.kind == "video"]
+    # Learning: the first frames still wait for the next pack header; then each video frame
+    # leaves with its own last packet instead of one frame interval later.
+    assert video_left[5:] == video_packs[5 : len(video_left)]
+    assert video_left[:2] != video_packs[:2]
+    assert d.stats.marker_frames >= 250 - 5
+    assert d.stats.marker_distrusted == 0
+    assert faults(d) == {}
+
+
+def test_marker_inside_a_pes_is_ignored() -> None:
+    frames = rtp_frames(sample(H264))
+    d = PsDemuxer(max_units=100_000)
+    units, _ = feed_marked(frames, d, lambda f, p: True)
+    assert units == list(reference(H264))  # a half-read PES never ends a frame
+    assert d.stats.marker_distrusted == 0
+
+
+def split_video_pes(p: bytes) -> list[bytes]:
+    """Two PES with the same header (so the same PTS) for each video PES."""
+    if p[3] != 0xE0:
+        return [p]
+    head = p[6 : 9 + p[8]]
+    body = p[9 + p[8] :]
+    half = len(body) // 2
+    return [
+        p[:4] + struct.pack(">H", len(head) + len(part)) + head + part
+        for part in (body[:half], body[half:])
+    ]
+
+
+def test_marker_at_a_pes_boundary_inside_a_frame_is_distrusted_while_learning() -> None:
+    data = rebuild(H264, split_video_pes)
+    # One RTP payload per PS structure, each marked: the marker comes mid-frame, at a clean
+    # PES boundary, so only the frame going on can tell it was false.
+    payloads = packets(data)
+    d = PsDemuxer(max_units=100_000)
+    units, _ = feed_marked([payloads], d, lambda f, p: True)
+    assert units == list(reference(H264))  # nothing was split
+    assert d.stats.marker_distrusted == 1
+    assert d.stats.marker_frames == 0
+
+
+def test_a_marker_lying_after_trust_costs_one_frame_then_is_ignored() -> None:
+    data = rebuild(H264, split_video_pes)
+    frames: list[list[bytes]] = []
+    for structure in packets(data):  # one RTP payload per structure, grouped per pack
+        if structure[3] == 0xBA:
+            frames.append([])
+        frames[-1].append(structure)
+    big = 20
+    first_half = frames[big].index(next(x for x in frames[big] if x[3] == 0xE0))
+    d = PsDemuxer(max_units=100_000)
+    units, _ = feed_marked(
+        frames, d, lambda f, p: p == len(frames[f]) - 1 or (f, p) == (big, first_half)
+    )
+    ref = list(reference(H264))
+    assert d.stats.marker_distrusted == 1
+    # The frame the false marker cut comes out in two pieces; every other frame is intact.
+    assert len(units) == len(ref) + 1
+    assert units[:big] == ref[:big] and units[big + 2 :] == ref[big + 1 :]
+    assert units[big].data + units[big + 1].data == ref[big].data
+    assert d.stats.marker_frames == big - 3 + 1  # frames 3..big-1, and the false cut
+
+
+def test_marker_with_zero_length_video_pes() -> None:
+    def zero(p: bytes) -> list[bytes]:
+        return [p[:4] + b"\x00\x00" + p[6:]] if p[3] == 0xE0 else [p]
+
+    data = rebuild(H264, zero)
+    for size in (1400, 997):  # 997: the held-back start-code bytes fall inside packets
+        frames = rtp_frames(data, size)
+        d = PsDemuxer(max_units=100_000)
+        last = [len(pk) - 1 for pk in frames]
+        units, left_at = feed_marked(frames, d, lambda f, p, last=last: p == last[f])
+        assert units == list(reference(H264))
+        assert left_at[10:] == list(range(10, 250))
+        assert d.stats.marker_distrusted == 0
