@@ -32,6 +32,7 @@ from gateway.cascade_media import UpstreamMedia
 from gateway.config import UpstreamConfig
 from gateway.manscdp import (
     CatalogQuery,
+    DeviceControl,
     DeviceId,
     DeviceInfoQuery,
     DeviceStatusQuery,
@@ -39,7 +40,7 @@ from gateway.manscdp import (
     Message,
     encode,
 )
-from gateway.zones import Consumer
+from gateway.zones import ACTION_PTZ, Consumer
 from sip.auth import DigestError, build_authorization, parse_digest_params
 from sip.endpoint import new_tag
 from sip.errors import NotFound, SipParseError
@@ -308,6 +309,7 @@ class CascadeService:
             gw.metrics.upstream_streams.labels(c.cfg.name).set(0)
             gw.metrics.upstream_bytes.labels(c.cfg.name)
         self.catalog = CatalogSharing(gw, self.clients)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start registering to every upstream (after the endpoint is bound)."""
@@ -318,6 +320,8 @@ class CascadeService:
         """BYE upstream streams, unregister, cancel pending work."""
         await self.media.close_all()
         await self.catalog.close()
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
 
     # -- routing -----------------------------------------------------------------------------
@@ -363,11 +367,51 @@ class CascadeService:
                 if did != up.local_id:
                     raise NotFound(f"{did} is not this platform (channel queries not relayed)")
                 self.catalog.answer_self(up, msg, sn)
+            case DeviceControl(ptz_cmd=cmd) if cmd is not None:
+                self._forward_ptz(up, msg, source)
             case _:
                 log.info(
                     "upstream.message_ignored upstream=%s type=%s", up.cfg.name, type(msg).__name__
                 )
         return make_response(req, 200, to_tag=new_tag())
+
+    def _forward_ptz(self, up: UpstreamClient, msg: DeviceControl, source: Target) -> None:
+        """PTZ from an upstream for one of its shared channels goes on to the device: the
+        same zones check (``ptz`` granted by ``[[upstream]].ptz``) and audit as the API's PTZ.
+        A refusal raises ``Forbidden``/``NotFound`` (the MESSAGE's answer); the device's own
+        answer is only logged, as PTZ has no business response to relay (PROTOCOL §3.7)."""
+        gw = self.gw
+        channel_id = str(msg.device_id)
+        peer = f"{source[1]}:{source[2]}"
+        channel = gw.channels.get(channel_id) or gw.streams.self_channel(channel_id)
+        if channel is None:
+            gw.zones.check_unknown(up.consumer, channel_id, ACTION_PTZ, peer)
+            raise NotFound(f"channel {channel_id} not found")
+        gw.zones.check(up.consumer, channel, ACTION_PTZ, peer)
+        device = gw.registrar.devices.get(channel.device_id)
+        if device is None or not device.online:
+            raise NotFound(f"the device of channel {channel_id} is offline")
+        assert msg.ptz_cmd is not None
+        gw.audit.record(up.consumer, ACTION_PTZ, channel_id, peer, detail=msg.ptz_cmd.encode())
+        task = asyncio.get_running_loop().create_task(
+            self._send_ptz(up, channel.device_id, channel_id, msg), name="upstream-ptz"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_ptz(
+        self, up: UpstreamClient, device_id: str, channel_id: str, msg: DeviceControl
+    ) -> None:
+        assert msg.ptz_cmd is not None
+        try:
+            await self.gw.manscdp.ptz(device_id, channel_id, msg.ptz_cmd)
+        except Exception as exc:  # the device's failure is the device's: log, never raise
+            log.warning(
+                "upstream.ptz_failed upstream=%s channel_id=%s error=%s",
+                up.cfg.name,
+                channel_id,
+                exc,
+            )
 
     # -- questions the API asks --------------------------------------------------------------
 

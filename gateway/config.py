@@ -381,6 +381,7 @@ class UpstreamConfig(_Model):
     channels: tuple[GatewayId, ...] = ()
     civil_code: tuple[CivilCodePrefix, ...] = ()
     secrecy: bool = False
+    ptz: bool = True
 
     @property
     def realm(self) -> str:

@@ -138,7 +138,7 @@ class StreamManager:
     ) -> LiveStream:
         """A running stream of the channel for ``consumer`` (zones checked, audited)."""
         gw = self.gw
-        channel = gw.channels.get(channel_id) or self._self_channel(channel_id)
+        channel = gw.channels.get(channel_id) or self.self_channel(channel_id)
         if channel is None:
             gw.zones.check_unknown(consumer, channel_id, action, peer)
             raise NotFound(f"channel {channel_id} not found")
@@ -158,7 +158,7 @@ class StreamManager:
             raise ServerTimeout(f"no video from {channel_id} within {START_TIMEOUT:g}s") from None
         return stream
 
-    def _self_channel(self, device_id: str) -> Channel | None:
+    def self_channel(self, device_id: str) -> Channel | None:
         """A camera that registers by itself is its own channel (PROTOCOL §4.1), even before
         (or without) a catalog that lists it."""
         device = self.gw.registrar.devices.get(device_id)

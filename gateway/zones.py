@@ -226,14 +226,14 @@ class ZonePolicy:
         return self._all_seeing("local", "local")
 
     def consumer_for_upstream(self, cfg: UpstreamConfig) -> Consumer:
-        """The consumer an ``[[upstream]]`` acts as (PTZ allowed on what it may see)."""
+        """The consumer an ``[[upstream]]`` acts as (PTZ on what it may see, if ``ptz``)."""
         return Consumer(
             cfg.name,
             "upstream",
             frozenset(cfg.zones),
             frozenset(cfg.classes),
             cfg.secrecy,
-            ptz=True,
+            ptz=cfg.ptz,
             channels=frozenset(cfg.channels),
             civil_code=tuple(cfg.civil_code),
         )

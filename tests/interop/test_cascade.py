@@ -54,13 +54,14 @@ def node(
     upstream: dict[str, Any] | None = None,
     zones: list[dict[str, Any]] | None = None,
     sip_port: int = 0,
+    sip: dict[str, Any] | None = None,
 ) -> GatewayProcess:
     """One gateway of the chain (not started)."""
     workdir.mkdir(parents=True, exist_ok=True)
     text = gateway_config(
         workdir,
         gateway={"id": ident[0], "domain": ident[1], "name": workdir.name},
-        sip={"port": sip_port, "transports": ["udp", "tcp"]},
+        sip={"port": sip_port, "transports": ["udp", "tcp"], **(sip or {})},
         media={"listen": "127.0.0.1", "rtp_ports": rtp, "idle_close": 10},
     )
     if upstream is not None:
@@ -87,7 +88,8 @@ def upstream_of(name: str, upper: GatewayProcess, ident: tuple[str, str], **kw: 
 
 
 class Sim:
-    """`gbgw simulate`: one device, three cameras, streaming the H.264 file."""
+    """`gbgw simulate`: one device, three cameras, streaming the H.264 file. Its JSON
+    stdout lines (``sim.ptz`` among them) are collected in ``lines``."""
 
     def __init__(self, gw: GatewayProcess, server_id: str) -> None:
         self.proc = subprocess.Popen(
@@ -111,9 +113,26 @@ class Sim:
                 "--duration",
                 "300",
             ],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def ptz_commands(self) -> list[tuple[str, str]]:
+        """(channel, PTZCmd) of every PTZ command the cameras received, in order."""
+        out = []
+        for line in list(self.lines):
+            if '"sim.ptz"' in line:
+                event = json.loads(line)
+                out.append((event["channel_id"], event["ptz_cmd"]))
+        return out
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -166,6 +185,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             "35200-35299",
             upstream=upstream_of("city", city, CITY),
             zones=[{"name": "police", "channels": [CH3]}],
+            # the camera goes offline 2 missed keepalives (10 s) after it dies
+            sip={"keepalive_interval": 5, "keepalive_max_missed": 2},
         ).start()
         started.append(county)
         sim = Sim(county, COUNTY[0])
@@ -262,6 +283,69 @@ def test_province_plays_a_county_camera_two_hops_down(chain: Chain, tmp_path: Pa
     assert chain.county.metric("gbgw_upstream_bytes_total", {"upstream": "city"}) > 250_000
     assert chain.city.metric("gbgw_upstream_bytes_total", {"upstream": "province"}) > 250_000
     assert upstream_state(chain.county)["streams"] == 1
+
+
+def _ptz_message(channel: str, port: int, cmd: str) -> bytes:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\r\n<Control>\r\n'
+        f"<CmdType>DeviceControl</CmdType>\r\n<SN>77</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n"
+        f"<PTZCmd>{cmd}</PTZCmd>\r\n</Control>\r\n"
+    ).encode()
+    head = (
+        f"MESSAGE sip:{channel}@127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/{{transport}} {{local}};rport;branch={{branch}}\r\n"
+        f"From: <sip:{CITY[0]}@{CITY[1]}>;tag={{{{tag}}}}\r\n"
+        f"To: <sip:{channel}@{COUNTY[1]}>\r\n"
+        "Call-ID: {{call_id}}\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+        "Content-Type: Application/MANSCDP+xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def test_ptz_from_the_province_reaches_the_camera_two_hops_down(chain: Chain) -> None:
+    province, county = chain.province, chain.county
+    wait_until(lambda: CH1 in channels_of(province, CITY[0]), 60, "CH1 at province")
+    with province.api() as c:
+        r = c.post(
+            f"/api/devices/{CITY[0]}/ptz",
+            json={"channel_id": CH1, "action": "zoomin", "speed": 85},
+            timeout=15,
+        )
+    assert r.status_code == 200, r.text
+    # Province -> city (DeviceControl to the county platform's channel) -> county -> camera.
+    wait_until(
+        lambda: (CH1, "A50F011000005015") in chain.sim.ptz_commands(), 15, "PTZ at the camera"
+    )
+    for gw, upper in ((chain.city, "province"), (county, "city")):
+        with gw.api() as c:
+            audit = c.get("/api/audit").json()
+        assert any(
+            e["action"] == "ptz" and e["target"] == CH1 and e["consumer"] == upper for e in audit
+        ), (gw.workdir.name, audit[:5])
+
+    # A forged PTZ for the unshared police camera, claiming to be the city: 403, counted,
+    # and nothing reaches the camera.
+    before = county.metric("gbgw_zone_denied_total", {"consumer": "city"})
+    resp = send_udp(_ptz_message(CH3, county.sip_port, "A50F0100000000B5"), county.sip_port, 5)
+    assert resp is not None and resp.startswith(b"SIP/2.0 403"), resp
+    assert county.metric("gbgw_zone_denied_total", {"consumer": "city"}) == before + 1
+    assert all(ch != CH3 for ch, _ in chain.sim.ptz_commands())
+
+
+def test_camera_going_offline_at_the_bottom_is_notified_to_the_top(chain: Chain) -> None:
+    # Last test of the chain: it kills the camera.
+    def status_at(gw: GatewayProcess, device: str, channel: str) -> str | None:
+        with gw.api() as c:
+            rows = c.get(f"/api/devices/{device}/channels").json()
+        return next((r["status"] for r in rows if r["channel_id"] == channel), None)
+
+    wait_until(lambda: status_at(chain.province, CITY[0], CH1) == "ON", 60, "CH1 ON at top")
+    chain.sim.kill()
+    chain.county.wait_event("device.offline", timeout=30, device_id=DEVICE)
+    # County NOTIFYs the city (its subscriber), the city NOTIFYs the province.
+    wait_until(lambda: status_at(chain.city, COUNTY[0], CH1) == "OFF", 20, "CH1 OFF at city")
+    wait_until(lambda: status_at(chain.province, CITY[0], CH1) == "OFF", 20, "CH1 OFF at top")
 
 
 def test_upstream_restart_reregisters_and_shares_again(tmp_path: Path) -> None:
