@@ -74,6 +74,8 @@ class _Session:
     task: asyncio.Task[None] | None = None
     closed: bool = False
     bytes_sent: int = 0
+    ssrc: str = ""  # the y= we send with: the offer's, or one we allocated
+    own_ssrc: bool = False  # allocated from streams.ssrcs: release at close
 
 
 class UpstreamMedia:
@@ -174,15 +176,21 @@ class UpstreamMedia:
             return
         media_ip = media.advertise or ep.local_address(source)[0]
         tag = new_tag()
+        ssrc = offer.ssrc
+        own_ssrc = False
         try:
-            if offer.ssrc is None:
-                raise gbsdp.SdpError("no y=")
-            answer = gbsdp.build_answer(offer, local_id, media_ip, port)
-            gbsdp.ssrc_int(offer.ssrc)
+            if ssrc is None:
+                # an upper platform that sends no y= takes the one in our answer.
+                ssrc = gw.streams.ssrcs.allocate()
+                own_ssrc = True
+            answer = gbsdp.build_answer(offer, local_id, media_ip, port, ssrc=ssrc)
+            gbsdp.ssrc_int(ssrc)
             sip_host, sip_port = ep.local_address(source)
             dialog = Dialog.from_uas(req, tag, SipUri(sip_host, channel_id, sip_port))
-        except (ValueError, DialogError, SipParseError) as exc:
+        except (ValueError, DialogError, SipParseError, gbsdp.SsrcExhausted) as exc:
             log.warning("upstream.bad_offer upstream=%s reason=%s", cfg.name, exc)
+            if own_ssrc and ssrc is not None:
+                gw.streams.ssrcs.release(ssrc)
             units.close()
             _release(pool, port, sock)
             ep.send_response(make_response(req, 488, to_tag=tag))
@@ -198,6 +206,8 @@ class UpstreamMedia:
             mode=mode,
             port=port,
             sock=sock,
+            ssrc=ssrc,
+            own_ssrc=own_ssrc,
         )
         self._sessions[req.call_id] = session
         self._gauge(cfg.name)
@@ -219,7 +229,7 @@ class UpstreamMedia:
             channel_id,
             stream.stream_id,
             mode,
-            offer.ssrc,
+            ssrc,
             req.call_id,
         )
         session.task = self._spawn(self._run(session, units), name=f"upstream-send-{channel_id}")
@@ -307,12 +317,9 @@ class UpstreamMedia:
         writer: asyncio.StreamWriter | None,
         dest: tuple[str, int],
     ) -> str:
-        assert s.offer.ssrc is not None
         info = s.stream.hub.info()
         muxer = make_muxer("ps", info.video_codec, info.audio_codec)
-        packetizer = RtpPacketizer(
-            gbsdp.ssrc_int(s.offer.ssrc), payload_type=96, max_payload=MAX_PAYLOAD
-        )
+        packetizer = RtpPacketizer(gbsdp.ssrc_int(s.ssrc), payload_type=96, max_payload=MAX_PAYLOAD)
         counter = self.gw.metrics.upstream_bytes.labels(s.upstream)
         pending = muxer.header()
         async for unit in units:
@@ -350,6 +357,8 @@ class UpstreamMedia:
             del self._sessions[s.call_id]
             _release(self.gw.streams.pool, s.port, s.sock)
             s.sock = None
+            if s.own_ssrc:
+                self.gw.streams.ssrcs.release(s.ssrc)
             self._gauge(s.upstream)
         if s.task is not None and not s.task.done() and s.task is not asyncio.current_task():
             s.task.cancel()

@@ -4,8 +4,11 @@ processes on 127.0.0.1, simulated cameras at the county, zones deciding what goe
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from tests.interop.harness import (
     require,
     wait_until,
 )
-from tests.interop.sipsend import send_udp
+from tests.interop.sipsend import fill, send_udp
 
 pytestmark = pytest.mark.interop
 
@@ -227,11 +230,11 @@ def test_catalog_shares_exactly_what_zones_allow(chain: Chain) -> None:
     assert after == before + 1
 
 
-def _invite(channel: str, port: int) -> bytes:
+def _invite(channel: str, port: int, *, y: str | None = "0620900001", media_port: int = 9) -> bytes:
     sdp = (
         f"v=0\r\no={CITY[0]} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\n"
-        "t=0 0\r\nm=video 9 RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\n"
-        "y=0620900001\r\n"
+        f"t=0 0\r\nm=video {media_port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\n"
+        + (f"y={y}\r\n" if y is not None else "")
     ).encode()
     head = (
         f"INVITE sip:{channel}@127.0.0.1:{port} SIP/2.0\r\n"
@@ -331,6 +334,68 @@ def test_ptz_from_the_province_reaches_the_camera_two_hops_down(chain: Chain) ->
     assert resp is not None and resp.startswith(b"SIP/2.0 403"), resp
     assert county.metric("gbgw_zone_denied_total", {"consumer": "city"}) == before + 1
     assert all(ch != CH3 for ch, _ in chain.sim.ptz_commands())
+
+
+def _recv_sip(sock: socket.socket, want: bytes, timeout: float = 15.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        data = sock.recv(65535)
+        if data.startswith(want):
+            return data
+    raise AssertionError(f"no {want!r} within {timeout} s")
+
+
+def test_invite_without_y_gets_an_allocated_ssrc(chain: Chain) -> None:
+    # an upper platform that offers no y= is told the SSRC in our answer's y=, and the
+    # RTP comes with exactly that SSRC.
+    county = chain.county
+    wait_until(lambda: CH1 in channels_of(chain.city, COUNTY[0]), 60, "CH1 at city")
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sip,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp,
+    ):
+        sip.connect(("127.0.0.1", county.sip_port))
+        rtp.bind(("127.0.0.1", 0))
+        local = sip.getsockname()
+        raw = fill(
+            _invite(CH1, county.sip_port, y=None, media_port=rtp.getsockname()[1]), "udp", local
+        )
+        sip.send(raw)
+        ok = _recv_sip(sip, b"SIP/2.0 200")
+        head, _, sdp = ok.partition(b"\r\n\r\n")
+        y = re.search(rb"^y=(\d{10})\r?$", sdp, re.M)
+        assert y is not None, sdp
+        ssrc = y.group(1).decode()
+        assert ssrc[1:6] == COUNTY[1][3:8]  # PROTOCOL §4.3: the sender's domain digits
+        call_id = re.search(rb"^Call-ID: *(.+?)\r$", raw, re.M | re.I).group(1)  # type: ignore[union-attr]
+        to = re.search(rb"^To: *(.+?)\r$", head, re.M | re.I).group(1)  # type: ignore[union-attr]
+        frm = re.search(rb"^From: *(.+?)\r$", raw, re.M | re.I).group(1)  # type: ignore[union-attr]
+
+        def in_dialog(method: str, cseq: int) -> bytes:
+            return fill(
+                (
+                    f"{method} sip:{CH1}@127.0.0.1:{county.sip_port} SIP/2.0\r\n"
+                    "Via: SIP/2.0/UDP {{local}};rport;branch={{branch}}\r\n"
+                ).encode()
+                + b"From: "
+                + frm
+                + b"\r\nTo: "
+                + to
+                + b"\r\nCall-ID: "
+                + call_id
+                + f"\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n".encode(),
+                "udp",
+                local,
+            )
+
+        sip.send(in_dialog("ACK", 1))
+        rtp.settimeout(10)
+        packet = rtp.recv(2048)
+        assert packet[0] >> 6 == 2 and int.from_bytes(packet[8:12], "big") == int(ssrc)
+        sip.send(in_dialog("BYE", 2))
+        _recv_sip(sip, b"SIP/2.0 200")
 
 
 def test_camera_going_offline_at_the_bottom_is_notified_to_the_top(chain: Chain) -> None:
