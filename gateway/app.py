@@ -75,6 +75,9 @@ class Gateway:
             config.zone, config.token, config.upstream, self.metrics, http_token=config.http.token
         )
         self.audit = AuditLog(self.write_behind, self.store, clock)
+        self.zones.on_denied = lambda consumer, channel_id, action, peer, reason: (
+            self.audit.record(consumer, action, channel_id, peer, "denied", reason)
+        )
         self.kpi = KpiService(
             self.metrics,
             time.monotonic,

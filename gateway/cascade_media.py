@@ -183,7 +183,8 @@ class UpstreamMedia:
                 # an upper platform that sends no y= takes the one in our answer.
                 ssrc = gw.streams.ssrcs.allocate()
                 own_ssrc = True
-            answer = gbsdp.build_answer(offer, local_id, media_ip, port, ssrc=ssrc)
+            # PROTOCOL §6.2: the answer's o= is the channel (as wvp writes it), not our ID.
+            answer = gbsdp.build_answer(offer, channel_id, media_ip, port, ssrc=ssrc)
             gbsdp.ssrc_int(ssrc)
             sip_host, sip_port = ep.local_address(source)
             dialog = Dialog.from_uas(req, tag, SipUri(sip_host, channel_id, sip_port))

@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
@@ -138,6 +138,9 @@ class ZonePolicy:
         """``http_token`` (``[http] token``), when set, is an all-seeing operator token named
         ``"http"``; it also turns ``local_consumer`` off."""
         self._metrics = metrics
+        self.on_denied: Callable[[Consumer, str, str, str, str], None] | None = None
+        """Called with (consumer, channel_id, action, peer, reason) for every refusal: the
+        composition root points it at the audit log, so denials are audited as well."""
         self._rules = tuple(_Rule(z.name, z.class_, z.secrecy) for z in zones)
         self.zone_names = frozenset({DEFAULT_ZONE, *(z.name for z in zones)})
         """Every zone a channel can be in."""
@@ -291,6 +294,10 @@ class ZonePolicy:
         self, consumer: Consumer, channel_id: str, action: str, peer: str, zone: str, reason: str
     ) -> NoReturn:
         self._metrics.zone_denied.labels(consumer.name).inc()
+        if self.on_denied is not None:
+            self.on_denied(
+                consumer, channel_id, action, peer, "ptz" if reason is PTZ_REASON else "hidden"
+            )
         log.warning(
             "zone.denied consumer=%s kind=%s channel_id=%s action=%s zone=%s peer=%s reason=%s",
             _field(consumer.name),

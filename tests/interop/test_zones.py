@@ -151,4 +151,9 @@ def test_police_channel_invisible_and_forbidden_for_ops(gw: GatewayProcess) -> N
         e["consumer"] == "cop" and e["action"] == "ptz" and e["target"] == POLICE for e in audit
     )
     assert not any(e["consumer"] == "ops" and e["result"] == "allowed" for e in audit)
+    # every refusal is audited too: live, snapshot, PTZ and the PTZ on a missing channel
+    denied = [(e["action"], e["target"]) for e in audit if e["result"] == "denied"]
+    assert sorted(denied) == sorted(
+        [("stream", POLICE), ("snapshot", POLICE), ("ptz", POLICE), ("ptz", "62090200001319999999")]
+    ), denied
     dev.close()
