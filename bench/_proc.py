@@ -1,6 +1,7 @@
 """Process plumbing for benchmarks: deadlines, free ports, /proc accounting, clean-up.
 
-Linux only: CPU time comes from ``/proc/<pid>/stat`` (utime + stime, all threads), memory from
+Linux only: CPU time comes from ``/proc/<pid>/stat`` (utime + stime, all threads; or, at ns
+resolution, the live threads' ``/proc/<pid>/task/*/schedstat``), memory from
 ``/proc/<pid>/status`` (VmRSS) and ``/proc/<pid>/smaps_rollup`` (Pss, which splits shared
 pages among the processes mapping them, so summing it over a multi-process server such as
 Kamailio does not count its shared memory once per child).
@@ -30,7 +31,9 @@ __all__ = [
     "pss_kib",
     "rss_kib",
     "stop_process",
+    "thread_cpu_seconds",
     "udp_receive_errors",
+    "user_system_seconds",
     "wait_for_exit",
 ]
 
@@ -95,6 +98,32 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / CLK_TCK
+
+
+def user_system_seconds(pids: Iterable[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pids``: ``cpu_seconds`` split in two."""
+    user = system = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds the live threads of ``pid`` have run (``/proc/<pid>/task/*/schedstat``, ns
+    resolution, where ``cpu_seconds`` counts 10 ms ticks); a thread that exited takes its time
+    with it, so use it over windows in which threads persist. NaN if the process is gone."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return float("nan")
+    for tid in tasks:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def machine_busy_seconds() -> float:

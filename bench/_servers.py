@@ -63,17 +63,25 @@ class GbgwServer:
     name = "gbgw"
 
     def __init__(
-        self, workdir: Path, deadline: Deadline, *, catalog: bool = True, extra_config: str = ""
+        self,
+        workdir: Path,
+        deadline: Deadline,
+        *,
+        catalog: bool = True,
+        extra_config: str = "",
+        gateway_keys: str = "",
     ) -> None:
         """Start and wait for ``ready``; ``catalog=False`` turns off the queries and SUBSCRIBE
         a gbgw sends each newly online device, leaving the bare registrar; ``extra_config``
-        is TOML appended to the config (e.g. a ``[media]`` section)."""
+        is TOML appended to the config (e.g. a ``[media]`` section); ``gateway_keys`` are
+        TOML lines added to its ``[gateway]`` table (e.g. ``id``, ``domain``, ``name``)."""
         self.workdir = workdir
         config = workdir / "gateway.toml"
         config.write_text(
             "[gateway]\n"
             f"data_dir = {json.dumps(str(workdir / 'data'))}\n"
-            '[sip]\nlisten = "127.0.0.1"\nport = 0\n'
+            + (gateway_keys.rstrip("\n") + "\n" if gateway_keys else "")
+            + '[sip]\nlisten = "127.0.0.1"\nport = 0\n'
             '[http]\nlisten = "127.0.0.1"\nport = 0\n'
             # info: the production default, and the level of the ready event we wait for
             '[log]\nformat = "json"\nlevel = "info"\n'

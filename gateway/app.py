@@ -35,6 +35,7 @@ from gateway.registrar import Registrar, RegistrarConfig
 from gateway.sip_handler import GatewaySipHandler
 from gateway.store import Store, WriteBehind
 from gateway.streams import StreamManager
+from gateway.webrtc import WebRtcService
 from gateway.zones import Consumer, ZonePolicy
 from sip.auth import DigestVerifier, NonceCounter, NonceManager
 from sip.endpoint import SipEndpoint
@@ -75,9 +76,7 @@ class Gateway:
             config.zone, config.token, config.upstream, self.metrics, http_token=config.http.token
         )
         self.audit = AuditLog(self.write_behind, self.store, clock)
-        self.zones.on_denied = lambda consumer, channel_id, action, peer, reason: (
-            self.audit.record(consumer, action, channel_id, peer, "denied", reason)
-        )
+        self.zones.on_denied = self._audit_denied
         self.kpi = KpiService(
             self.metrics,
             time.monotonic,
@@ -138,6 +137,7 @@ class Gateway:
         self.streams = StreamManager(self)
         self.endpoint.on_stray_response = self.streams.on_stray_response
         self.cascade = CascadeService(self)
+        self.webrtc = WebRtcService(self)
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -156,6 +156,12 @@ class Gateway:
                 listener(event)
             except Exception:
                 log.exception("event listener failed for %r", event)
+
+    def _audit_denied(
+        self, consumer: Consumer, channel_id: str, action: str, peer: str, reason: str
+    ) -> None:
+        """Every zones refusal goes to the audit log too (result ``denied``)."""
+        self.audit.record(consumer, action, channel_id, peer, "denied", reason)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -223,6 +229,7 @@ class Gateway:
         if self._http_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5.0)
+        await self.webrtc.close_all()
         await self.streams.close_all()
         await self.registrar.close()
         await self.catalog.close()

@@ -35,7 +35,7 @@ from media.hub import Consumer as UnitConsumer
 from media.hub import HubClosed
 from media.ports import NoPortAvailable, PortPool
 from media.ps import AccessUnit
-from media.rtp import RtpPacketizer, frame_rfc4571
+from media.rtp import RtpPacketizer
 from media.sinks import UnsupportedCodec, make_muxer
 from sip.dialog import Dialog, DialogError
 from sip.endpoint import new_tag
@@ -332,15 +332,18 @@ class UpstreamMedia:
             if not data:
                 continue
             ts = unit.pts if unit.pts is not None else (unit.dts or 0)
-            sent = 0
-            for packet in packetizer.packetize(data, ts):
-                raw = packet.serialize()
-                if udp is not None:
+            if udp is not None:
+                sent = 0
+                for raw in packetizer.packetize_wire(data, ts):
                     udp.sendto(raw, dest)
                     sent += len(raw)
-                elif writer is not None:
-                    writer.write(frame_rfc4571(raw))
-                    sent += len(raw) + 2
+            else:
+                assert writer is not None
+                # One write per frame: RFC 4571 frames back to back (one syscall, not one per
+                # packet; the relay's cost is per packet otherwise).
+                raw = b"".join(packetizer.packetize_wire(data, ts, rfc4571=True))
+                writer.write(raw)
+                sent = len(raw)
             s.bytes_sent += sent
             counter.inc(sent)
             if writer is not None:

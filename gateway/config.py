@@ -43,6 +43,7 @@ __all__ = [
     "StorageConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "WebRtcConfig",
     "ZoneConfig",
     "load_config",
     "normalise_storage_url",
@@ -286,6 +287,28 @@ class MediaConfig(_Model):
         return int(first), int(last)
 
 
+def _ip(value: str) -> str:
+    if not _is_ip(value):
+        raise ValueError(f"must be an IP address, got {value!r}")
+    return value
+
+
+def _ice_url(value: str) -> str:
+    if not re.fullmatch(r"stuns?:[^\s/?#]+", value):
+        raise ValueError(f'must be a STUN URL such as "stun:stun.example.org:3478", got {value!r}')
+    return value
+
+
+class WebRtcConfig(_Model):
+    """``[webrtc]``: WHEP live view: ICE addresses, STUN, session and transcode limits."""
+
+    host_addresses: tuple[Annotated[str, AfterValidator(_ip)], ...] = ()
+    stun_servers: tuple[Annotated[str, AfterValidator(_ice_url)], ...] = ()
+    max_sessions: int = Field(default=200, ge=0)
+    max_transcodes: int = Field(default=2, ge=0)
+    connect_timeout: Seconds = 15.0
+
+
 class StorageConfig(_Model):
     """``[storage]``: database URL ("" = SQLite in data_dir) and write-behind period (s)."""
 
@@ -396,6 +419,7 @@ class GatewayConfig(_Model):
     sip: SipConfig = Field(default_factory=SipConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)

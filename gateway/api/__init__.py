@@ -18,8 +18,10 @@ from pydantic import BaseModel
 
 from gateway.api.auth import ConsumerDep
 from gateway.api.catalog_routes import router as catalog_router
+from gateway.api.console_routes import router as console_router
 from gateway.api.live_routes import router as live_router
 from gateway.api.upstream_routes import router as upstream_router
+from gateway.api.whep_routes import router as whep_router
 from sip.errors import SipError
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ def create_api(gw: Gateway) -> FastAPI:
     app.include_router(catalog_router)
     app.include_router(live_router)
     app.include_router(upstream_router)
+    app.include_router(whep_router)
+    app.include_router(console_router)
 
     @app.exception_handler(SipError)
     async def _sip_error(_: Request, exc: SipError) -> JSONResponse:

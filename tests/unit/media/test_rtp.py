@@ -504,3 +504,21 @@ def test_decoder_survives_garbage_with_bounded_buffer(junk: bytes, step: int) ->
     tail = stream_of(40, size=100)
     out = decoder.feed(b"".join(map(frame_rfc4571, tail)))
     assert out[-10:] == tail[-10:]
+
+
+@given(
+    data=st.binary(min_size=0, max_size=5000),
+    size=st.integers(1, 1500),
+    seq=st.integers(0, 0xFFFF),
+    ts=st.integers(0, 1 << 34),
+)
+def test_packetize_wire_is_packetize_serialized(data: bytes, size: int, seq: int, ts: int) -> None:
+    objects = RtpPacketizer(SSRC, max_payload=size, sequence_number=seq)
+    wire = RtpPacketizer(SSRC, max_payload=size, sequence_number=seq)
+    framed = RtpPacketizer(SSRC, max_payload=size, sequence_number=seq)
+    packets = objects.packetize(data, ts)
+    assert wire.packetize_wire(data, ts) == [p.serialize() for p in packets]
+    assert framed.packetize_wire(data, ts, rfc4571=True) == [
+        frame_rfc4571(p.serialize()) for p in packets
+    ]
+    assert wire.sequence_number == framed.sequence_number == objects.sequence_number
