@@ -645,8 +645,9 @@ def _notes(
         " complete - last packet of its frame sent. It includes loopback UDP+TCP and this"
         " process's wake-up, which is loaded by the N viewers (bench cores)",
         "after next frame: tag complete - first packet of the NEXT frame sent; the PS demuxer"
-        " (media/ps/_demux.py) closes a frame at the next pack header (it ignores the RTP marker"
-        " bit), so 'latency' carries one frame interval (40 ms) that this column does not",
+        " (media/ps/_demux.py) closes a frame at its RTP marker once the marker has matched the PS"
+        " boundaries for 3 frames (before that, at the next pack header), so this column and"
+        " 'latency' differ by about one frame interval only while it learns",
         "join: a new viewer on a running stream, from connect() to the first FLV body byte and to"
         " the complete first keyframe tag (the hub serves its cached GOP)",
         "reference: bench._media_util relay, uvloop, one DatagramProtocol per stream, each datagram"
