@@ -1,7 +1,9 @@
-"""``python -m bench [ARGS]``: run every benchmark module in turn, each printing its tables.
+"""``python -m bench [NAME ...] [ARGS]``: run benchmark modules in turn, each printing its
+tables: the NAMEs given (leading arguments that name a benchmark), else every one.
 
 A benchmark is any ``bench/<name>.py`` without a leading underscore that defines
-``main(argv) -> int``; they run in name order and the exit code is the worst one.
+``main(argv) -> int``; they run in name order and the exit code is the worst one. ARGS (e.g.
+``--quick``) go to each benchmark; ``python -m bench.<name> --help`` lists one's options.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ def benchmarks() -> list[tuple[str, Callable[[list[str]], int]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run all benchmarks with the same arguments; the worst exit code wins."""
+    """Run the named (or all) benchmarks with the same arguments; the worst exit code wins."""
     args = sys.argv[1:] if argv is None else argv
+    found = benchmarks()
+    names = {name for name, _ in found}
+    chosen: set[str] = set()
+    while args and args[0] in names:
+        chosen.add(args[0])
+        args = args[1:]
     worst = 0
-    for name, entry in benchmarks():
+    for name, entry in found:
+        if chosen and name not in chosen:
+            continue
         print(f"== bench.{name} {' '.join(args)}".rstrip(), flush=True)
         started = time.monotonic()
         code = entry(list(args))
