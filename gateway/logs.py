@@ -73,7 +73,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic"):
+    # aioice logs every ICE connectivity check at INFO
+    for noisy in ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic", "aioice"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
