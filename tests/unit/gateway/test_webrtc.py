@@ -281,7 +281,7 @@ async def test_audio_buffer_drops_oldest_and_close_wakes_the_reader() -> None:
     assert (await buffer.get()).pts == G711A[2].pts
     buffer.clear()
     reader = asyncio.ensure_future(buffer.get())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # let the reader start waiting (a yield, not a timed wait)
     buffer.close()
     with pytest.raises(MediaStreamError):
         await reader
