@@ -25,6 +25,7 @@ __all__ = [
     "TransactionState",
     "TransactionTerminated",
     "TransactionTimedOut",
+    "Wire",
     "client_key",
     "make_ack",
     "make_cancel",
@@ -34,7 +35,36 @@ __all__ = [
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7: branches that start with it are unique
 Dest = Hashable
 """Where a message goes: opaque to this layer, e.g. a ``(transport, host, port)`` tuple."""
-Outgoing = tuple[Request | Response, Hashable]
+
+
+class Wire:
+    """A message kept only as its wire bytes: what a completed server transaction holds to
+    resend for Timer J (a parsed message is ten times the size, and a registration storm keeps
+    two transactions per device for 32 s). Equal to any message that serialises the same."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def serialize(self) -> bytes:
+        """The wire bytes."""
+        return self.data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Wire):
+            return other.data == self.data
+        if isinstance(other, Request | Response):
+            return other.serialize() == self.data
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to mutable messages: unhashable
+
+    def __repr__(self) -> str:
+        return f"<Wire {self.data[:40]!r}... {len(self.data)} bytes>"
+
+
+Outgoing = tuple[Request | Response | Wire, Hashable]
 """A message to send and its destination."""
 
 
@@ -223,6 +253,7 @@ class Transaction:
         "key",
         "reliable",
         "request",
+        "request_id",
         "state",
         "timer_deadline",
         "timer_token",
@@ -240,6 +271,8 @@ class Transaction:
     ) -> None:
         self.key = key
         self.request = request
+        self.request_id: tuple[str, str, int, str] | None = None
+        """Set by the layer: the (Call-ID, From tag, CSeq, method) it indexes the request by."""
         self.dest = dest
         self.reliable = reliable
         self.timers = timers
@@ -307,10 +340,10 @@ class Transaction:
     def _on_retransmit_timer(self, now: float) -> None:
         raise NotImplementedError
 
-    def _send(self, message: Request | Response) -> None:
+    def _send(self, message: Request | Response | Wire) -> None:
         self._out.append((message, self.dest))
 
-    def _resend(self, message: Request | Response) -> None:
+    def _resend(self, message: Request | Response | Wire) -> None:
         self._out.append((message, self.dest))
         self._retransmissions += 1
 

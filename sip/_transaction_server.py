@@ -13,6 +13,7 @@ from sip._transaction_base import (
     TimerConfig,
     Transaction,
     TransactionState,
+    Wire,
     server_key,
 )
 from sip.message import Request, Response
@@ -126,9 +127,13 @@ class NonInviteServerTransaction(Transaction):
     in Trying). A final response starts Timer J (64·T1 on UDP, zero on reliable transports).
     With no final after 64·T1, when the client's Timer F has long fired, the transaction is
     dropped and flagged ``abandoned``.
+
+    Memory: once the final is sent over UDP, the transaction keeps only its wire bytes (a
+    ``Wire``) and lets the parsed request go: ``request`` then raises. Nothing reads it after
+    the final, and a storm of registrations holds two such transactions per device for 32 s.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "_request")
 
     def __init__(
         self,
@@ -142,12 +147,24 @@ class NonInviteServerTransaction(Transaction):
             raise ValueError(f"{request.method} has no non-INVITE server transaction")
         t = timers
         super().__init__(server_key(request), request, source, reliable, t, _S.TRYING)
-        self._last: Response | None = None
+        self._last: Response | Wire | None = None
         self._end_at = now + t.timeout
 
+    @property  # the base's attribute, released after the final
+    def request(self) -> Request:
+        """The request; released (RuntimeError) once a final was sent over UDP."""
+        if self._request is None:
+            raise RuntimeError(f"{self.key}: the request was released after the final response")
+        return self._request
+
+    @request.setter
+    def request(self, value: Request) -> None:
+        self._request: Request | None = value
+
     @property
-    def last_response(self) -> Response | None:
-        """The latest response the TU sent through this transaction."""
+    def last_response(self) -> Response | Wire | None:
+        """The latest response the TU sent through this transaction (its wire bytes once the
+        transaction has completed over UDP)."""
         return self._last
 
     def receive_request(self, request: Request, now: float) -> None:
@@ -167,6 +184,9 @@ class NonInviteServerTransaction(Transaction):
         else:
             self.state = _S.COMPLETED
             self._linger(now, self.timers.timeout)  # Timer J
+            if not self.terminated:  # lingering for retransmissions: keep bytes only
+                self._last = Wire(response.serialize())
+                self._request = None
         return True
 
     def _on_retransmit_timer(self, now: float) -> None:

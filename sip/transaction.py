@@ -55,6 +55,7 @@ from sip._transaction_base import (
     TransactionState,
     TransactionTerminated,
     TransactionTimedOut,
+    Wire,
     client_key,
     make_ack,
     make_cancel,
@@ -86,6 +87,7 @@ __all__ = [
     "TransactionState",
     "TransactionTerminated",
     "TransactionTimedOut",
+    "Wire",
     "client_key",
     "make_ack",
     "make_cancel",
@@ -162,6 +164,7 @@ class TransactionLayer:
         rid = _request_id(request, request.method)
         other = self._by_request_id.get(rid)
         new = self._new_server(request, source, reliable, now)
+        new.request_id = rid
         self._servers[key] = new
         if other is not None and request.to.tag is None and request.method != "CANCEL":
             # RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as a live transaction but
@@ -306,7 +309,7 @@ class TransactionLayer:
             heapq.heappop(heap)
         return None
 
-    def datagrams_to_send(self) -> list[tuple[Request | Response, Hashable]]:
+    def datagrams_to_send(self) -> list[Outgoing]:
         """Messages to send with their destinations, oldest first; the queue is drained."""
         out = self._out
         self._out = []
@@ -362,8 +365,8 @@ class TransactionLayer:
         if isinstance(txn, InviteServerTransaction | NonInviteServerTransaction):
             if self._servers.get(txn.key) is txn:
                 del self._servers[txn.key]
-            rid = _request_id(txn.request, txn.request.method)
-            if self._by_request_id.get(rid) is txn:
+            rid = txn.request_id
+            if rid is not None and self._by_request_id.get(rid) is txn:
                 del self._by_request_id[rid]
             if txn.abandoned:
                 self.stats["abandoned"] += 1

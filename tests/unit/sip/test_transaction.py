@@ -27,6 +27,7 @@ from sip.transaction import (
     TransactionState,
     TransactionTerminated,
     TransactionTimedOut,
+    Wire,
     make_ack,
     make_cancel,
     server_key,
@@ -678,13 +679,14 @@ def test_cancel_flow_on_the_server() -> None:
     cancel = make_cancel(inv)
     assert layer.receive_request(cancel, UDP, False, 1.0) is cancel
     assert layer.find_invite_for_cancel(cancel) is inv
-    layer.send_response(response(cancel, 200), 1.0)
+    ok = response(cancel, 200)
+    layer.send_response(ok, 1.0)
     terminated = response(inv, 487)
     layer.send_response(terminated, 1.0)
     assert [r.status for r, _ in drain(layer) if isinstance(r, Response)] == [100, 200, 487]
     layer.receive_request(make_ack(inv, terminated), UDP, False, 1.1)
     assert layer.receive_request(make_cancel(inv), UDP, False, 1.2) is None  # retransmission
-    assert [r.status for r, _ in drain(layer) if isinstance(r, Response)] == [200]
+    assert drain(layer) == [(ok, UDP)]  # the same bytes (kept as a Wire)
     run_out(layer)
     assert len(layer) == 0
     stray = make_cancel(request("INVITE", "z9hG4bKnothing"))
@@ -859,7 +861,7 @@ def test_random_interleavings_never_raise_or_leak(ops: list[tuple[object, ...]],
                 pass
         for msg, dest in layer.datagrams_to_send():
             assert dest in (UDP, TCP)
-            assert isinstance(msg, Request | Response)
+            assert isinstance(msg, Request | Response | Wire)  # Wire: a completed NIST resends
         events(layer)
         deadline = layer.next_deadline()
         assert deadline is None or len(layer) > 0
@@ -868,3 +870,23 @@ def test_random_interleavings_never_raise_or_leak(ops: list[tuple[object, ...]],
     assert len(layer) == 0
     # the longest chain: a Proceeding INVITE's Timer C, then 64·T1 for its CANCEL
     assert last <= now + timers.timer_c + 2 * timers.timeout + timers.t4 + 1.0
+
+
+def test_completed_nist_keeps_only_wire_bytes_and_releases_the_request() -> None:
+    layer = TransactionLayer()
+    reg = request()
+    layer.receive_request(reg, UDP, False, 0.0)
+    (txn,) = layer._servers.values()  # the one transaction
+    assert txn.request is reg
+    ok = response(reg, 200)
+    layer.send_response(ok, 0.1)
+    assert drain(layer) == [(ok, UDP)]
+    assert isinstance(txn, NonInviteServerTransaction)
+    assert isinstance(txn.last_response, Wire) and txn.last_response.data == ok.serialize()
+    with pytest.raises(RuntimeError):
+        txn.request  # noqa: B018  # released: nothing may read it after the final
+    # a retransmission still gets the same bytes, and Timer J still removes it cleanly
+    assert layer.receive_request(request(), UDP, False, 1.0) is None
+    assert drain(layer) == [(ok, UDP)]
+    run_out(layer)
+    assert len(layer) == 0 and layer._by_request_id == {}
