@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
+import socket
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,7 +45,7 @@ from gateway.manscdp import (
 from gateway.zones import ACTION_PTZ, Consumer
 from sip.auth import DigestError, build_authorization, parse_digest_params
 from sip.endpoint import new_tag
-from sip.errors import NotFound, SipParseError
+from sip.errors import Forbidden, NotFound, SipParseError
 from sip.message import Request, Response, make_response
 from sip.transport import Target
 from sip.uri import NameAddr, SipUri
@@ -85,6 +87,14 @@ class UpstreamClient:
         self.subscriptions: dict[str, Subscription] = {}
         # channel_id -> status last announced to this upstream (what it believes it has)
         self.announced: dict[str, str] = {}
+        # where its own requests may come from: [[upstream]].sources, else what host resolves to
+        self.sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in cfg.sources
+        )
+        if not self.sources:
+            with contextlib.suppress(ValueError):  # an IP host is known now; a name is resolved
+                self.sources = (ipaddress.ip_network(cfg.host),)
+        self.refused = 0  # requests claiming this upstream's ID from elsewhere
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -121,6 +131,7 @@ class UpstreamClient:
             "keepalives_ok": self.keepalives_ok,
             "streams": self.service.media.count(cfg.name),
             "subscriptions": len(self.subscriptions),
+            "refused_sources": self.refused,
         }
 
     def _set_state(self, registered: bool, reason: str) -> None:
@@ -150,10 +161,33 @@ class UpstreamClient:
 
     # -- the registration loop ---------------------------------------------------------------
 
+    def accepts(self, host: str) -> bool:
+        """Whether a request from ``host`` may be this upstream's own."""
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.sources)
+
+    async def _resolve_sources(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Without ``sources``, the upstream's requests must come from an address of ``host``
+        (resolved again before each registration: a DNS name may move)."""
+        if self.cfg.sources:
+            return
+        try:
+            infos = await loop.getaddrinfo(self.cfg.host, None, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("upstream.resolve_failed upstream=%s error=%s", self.cfg.name, exc)
+            return
+        self.sources = tuple(
+            ipaddress.ip_network(str(info[4][0]).split("%", 1)[0]) for info in infos
+        )
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = BACKOFF_BASE
         while True:
+            await self._resolve_sources(loop)
             try:
                 self.expires = await self._register(self.cfg.register_expires)
             except _UpstreamFailure as exc:
@@ -326,8 +360,10 @@ class CascadeService:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def upstream_of(self, req: Request) -> UpstreamClient | None:
-        """The upstream a request comes from (its From user is the upstream's ID)."""
+    def upstream_of(self, req: Request, source: Target) -> UpstreamClient | None:
+        """The upstream a request comes from: its From user is the upstream's ID, and it comes
+        from one of the upstream's addresses (``Forbidden`` when it claims the ID from
+        elsewhere: anyone could write a From header)."""
         try:
             user = req.from_.uri.user or ""
             ruser = req.uri.user or ""
@@ -336,7 +372,21 @@ class CascadeService:
         found = self._by_id.get(user)
         if not found:
             return None
-        return next((c for c in found if c.local_id == ruser), found[0])
+        allowed = [c for c in found if c.accepts(source[1])]
+        if not allowed:
+            client = found[0]
+            client.refused += 1
+            if client.refused & (client.refused - 1) == 0:  # 1st, 2nd, 4th, 8th...: bounded log
+                log.warning(
+                    "upstream.source_refused upstream=%s method=%s peer=%s:%d refused=%d",
+                    client.cfg.name,
+                    req.method,
+                    source[1],
+                    source[2],
+                    client.refused,
+                )
+            raise Forbidden(f"not from an address of upstream {user}")
+        return next((c for c in allowed if c.local_id == ruser), allowed[0])
 
     def handle(self, up: UpstreamClient, req: Request, source: Target) -> Response | None:
         """INVITE/ACK/BYE/SUBSCRIBE from an upstream (MESSAGE comes via ``on_message``)."""

@@ -287,6 +287,14 @@ class MediaConfig(_Model):
         return int(first), int(last)
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"must be an IP address or network (CIDR), got {value!r}") from None
+    return value
+
+
 def _ip(value: str) -> str:
     if not _is_ip(value):
         raise ValueError(f"must be an IP address, got {value!r}")
@@ -405,6 +413,7 @@ class UpstreamConfig(_Model):
     civil_code: tuple[CivilCodePrefix, ...] = ()
     secrecy: bool = False
     ptz: bool = True
+    sources: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
 
     @property
     def realm(self) -> str:

@@ -54,7 +54,7 @@ class GatewaySipHandler:
         method = req.method
         if method in _CASCADE_METHODS:
             # PROTOCOL §6: requests from an upstream platform (From user = its ID)
-            upstream = self.gw.cascade.upstream_of(req)
+            upstream = self.gw.cascade.upstream_of(req, source)
             if upstream is not None:
                 if method == "MESSAGE":
                     return self._message(req, source, now, upstream)

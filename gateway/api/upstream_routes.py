@@ -33,6 +33,8 @@ class UpstreamOut(BaseModel):
     keepalives_ok: int
     streams: int
     subscriptions: int
+    refused_sources: int
+    """Requests that claimed this upstream's ID from an address not in its ``sources``."""
 
 
 @router.get("/api/upstreams", response_model=list[UpstreamOut], tags=["cascade"])

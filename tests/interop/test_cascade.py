@@ -413,6 +413,34 @@ def test_camera_going_offline_at_the_bottom_is_notified_to_the_top(chain: Chain)
     wait_until(lambda: status_at(chain.province, CITY[0], CH1) == "OFF", 20, "CH1 OFF at top")
 
 
+def test_requests_claiming_the_upstream_from_elsewhere_get_403(tmp_path: Path) -> None:
+    # Anyone can write the city's ID in a From header: only its own addresses count.
+    county = node(
+        tmp_path / "county",
+        COUNTY,
+        "35500-35599",
+        upstream={
+            "name": "city",
+            "id": CITY[0],
+            "host": "127.0.0.1",
+            "port": free_port(),  # nobody there: refusal does not depend on registration
+            "sources": ["127.0.0.2/32"],
+        },
+    ).start()
+    try:
+        resp = send_udp(_invite(CH1, county.sip_port), county.sip_port, timeout=5)
+        assert resp is not None and resp.startswith(b"SIP/2.0 403"), resp
+        resp = send_udp(_ptz_message(CH1, county.sip_port, "A50F0100000000B5"), county.sip_port, 5)
+        assert resp is not None and resp.startswith(b"SIP/2.0 403"), resp
+        refused = county.wait_event("upstream.source_refused", upstream="city", method="INVITE")
+        assert refused["peer"].startswith("127.0.0.1:")
+        wait_until(lambda: upstream_state(county)["refused_sources"] == 2, 5, "refusals counted")
+        with county.api() as c:
+            assert c.get("/api/streams").json() == []
+    finally:
+        county.stop()
+
+
 def test_upstream_restart_reregisters_and_shares_again(tmp_path: Path) -> None:
     city_port = free_port()
     city = node(tmp_path / "city", CITY, "35300-35399", sip_port=city_port).start()
