@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import secrets
@@ -37,7 +38,9 @@ from gateway.manscdp import (
     DeviceControl,
     DeviceId,
     DeviceInfoQuery,
+    DeviceInfoResponse,
     DeviceStatusQuery,
+    DeviceStatusResponse,
     Keepalive,
     Message,
     encode,
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["CascadeService", "UpstreamClient"]
 
 log = logging.getLogger("gbgw.cascade")
+
+ACTION_QUERY = "status"  # zones/audit action of an upstream's DeviceInfo/DeviceStatus query
 
 BACKOFF_BASE = 1.0  # seconds before the 2nd re-register attempt; doubles per failure
 BACKOFF_MAX = 60.0  # PROTOCOL §6.1: retry at most every 60 s once failures persist
@@ -414,9 +419,10 @@ class CascadeService:
             case CatalogQuery(sn=sn):
                 self.catalog.answer_catalog(up, sn)
             case DeviceInfoQuery(sn=sn, device_id=did) | DeviceStatusQuery(sn=sn, device_id=did):
-                if did != up.local_id:
-                    raise NotFound(f"{did} is not this platform (channel queries not relayed)")
-                self.catalog.answer_self(up, msg, sn)
+                if did == up.local_id:
+                    self.catalog.answer_self(up, msg, sn)
+                else:
+                    self._relay_query(up, msg, str(did), sn, source)
             case DeviceControl(ptz_cmd=cmd) if cmd is not None:
                 self._forward_ptz(up, msg, source)
             case _:
@@ -424,6 +430,57 @@ class CascadeService:
                     "upstream.message_ignored upstream=%s type=%s", up.cfg.name, type(msg).__name__
                 )
         return make_response(req, 200, to_tag=new_tag())
+
+    def _relay_query(
+        self, up: UpstreamClient, msg: Message, channel_id: str, sn: int, source: Target
+    ) -> None:
+        """DeviceInfo/DeviceStatus about a shared channel: asked of its device (or lower
+        platform) with our own SN, answered upstream with the upstream's SN and the channel's
+        ID. Not shared (or not known) is the same 403 as everywhere (zones decide)."""
+        gw = self.gw
+        peer = f"{source[1]}:{source[2]}"
+        channel = gw.channels.get(channel_id) or gw.streams.self_channel(channel_id)
+        if channel is None:
+            gw.zones.check_unknown(up.consumer, channel_id, ACTION_QUERY, peer)
+            raise NotFound(f"channel {channel_id} not found")
+        gw.zones.check(up.consumer, channel, ACTION_QUERY, peer)
+        task = asyncio.get_running_loop().create_task(
+            self._answer_query(up, msg, channel.device_id, channel_id, sn), name="upstream-query"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_query(
+        self, up: UpstreamClient, msg: Message, device_id: str, channel_id: str, sn: int
+    ) -> None:
+        gw = self.gw
+        info = isinstance(msg, DeviceInfoQuery)
+        cmd = "DeviceInfo" if info else "DeviceStatus"
+        did = DeviceId(channel_id)
+        answer: Message
+        try:
+            device = gw.manscdp.device(device_id)
+            query: Message = (DeviceInfoQuery if info else DeviceStatusQuery)(
+                sn=gw.manscdp.next_sn(), device_id=did
+            )
+            reply = await gw.manscdp.query(device, query, cmd)
+            assert isinstance(reply, DeviceInfoResponse | DeviceStatusResponse)
+            answer = dataclasses.replace(reply, sn=sn, device_id=did)
+        except Exception as exc:  # offline, timeout, refusal: the upstream still gets an answer
+            log.info(
+                "upstream.query_failed upstream=%s channel_id=%s cmd=%s error=%s",
+                up.cfg.name,
+                channel_id,
+                cmd,
+                exc,
+            )
+            if info:
+                answer = DeviceInfoResponse(sn=sn, device_id=did, result="ERROR")
+            else:
+                answer = DeviceStatusResponse(
+                    sn=sn, device_id=did, result="ERROR", online="OFFLINE", status="ERROR"
+                )
+        await up.send_manscdp(answer)
 
     def _forward_ptz(self, up: UpstreamClient, msg: DeviceControl, source: Target) -> None:
         """PTZ from an upstream for one of its shared channels goes on to the device: the

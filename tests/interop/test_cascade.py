@@ -441,6 +441,74 @@ def test_requests_claiming_the_upstream_from_elsewhere_get_403(tmp_path: Path) -
         county.stop()
 
 
+def _query(cmd: str, sn: int, device_id: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="GB2312"?>\r\n<Query>\r\n'
+        f"<CmdType>{cmd}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n"
+        "</Query>\r\n"
+    ).encode()
+
+
+def test_channel_status_and_info_queries_are_relayed_to_the_camera(tmp_path: Path) -> None:
+    # The upstream is a raw socket here, so the test sees exactly what the county sends up.
+    from gateway.manscdp import DeviceInfoResponse, DeviceStatusResponse, decode
+    from tests.interop.rawdevice import RawDevice
+
+    up = RawDevice(0, CITY[0])
+    county = node(
+        tmp_path / "county",
+        COUNTY,
+        "35600-35699",
+        upstream={
+            "name": "city",
+            "id": CITY[0],
+            "host": "127.0.0.1",
+            "port": up.local[1],
+            "keepalive_interval": 1,
+            "register_expires": 60,
+        },
+        zones=[{"name": "police", "channels": [CH3]}],
+    ).start()
+    up.port = county.sip_port
+    sim = Sim(county, COUNTY[0])
+    try:
+        up.next_request(method="REGISTER")  # answered 200: the county is registered
+        wait_until(lambda: CH1 in channels_of(county, DEVICE), 30, "cameras at county")
+
+        def answer_for(cmd: str, sn: int) -> object:
+            assert up.message(_query(cmd, sn, CH1)).status == 200
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                req = up.next_request(timeout=15, method="MESSAGE")
+                if f"<CmdType>{cmd}</CmdType>".encode() in req.body:
+                    return decode(req.body)[0]
+            raise AssertionError(f"no {cmd} response")
+
+        status = answer_for("DeviceStatus", 4242)
+        assert isinstance(status, DeviceStatusResponse)
+        assert (status.sn, status.device_id, status.result, status.online) == (
+            4242,
+            CH1,
+            "OK",
+            "ONLINE",
+        )
+        info = answer_for("DeviceInfo", 4243)
+        assert isinstance(info, DeviceInfoResponse)
+        assert (info.sn, info.device_id, info.manufacturer) == (4243, CH1, "gbgw-sim")
+        # the police camera is not shared: 403, as for its INVITE, and audited as denied
+        assert up.message(_query("DeviceStatus", 4244, CH3)).status == 403
+        with county.api() as c:
+            audit = c.get("/api/audit").json()
+        assert any(
+            e["consumer"] == "city" and e["target"] == CH3 and e["result"] == "denied"
+            for e in audit
+        )
+    finally:
+        sim.kill()
+        up.close()
+        county.stop()
+
+
 def test_upstream_restart_reregisters_and_shares_again(tmp_path: Path) -> None:
     city_port = free_port()
     city = node(tmp_path / "city", CITY, "35300-35399", sip_port=city_port).start()
