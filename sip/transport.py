@@ -27,6 +27,9 @@ Target = tuple[str, str, int]
 
 log = logging.getLogger("gbgw.sip.transport")
 
+EPHEMERAL_BIND_ATTEMPTS = 20
+"""Port 0 with UDP and TCP: tries to find a number free for both."""
+
 MessageSink = Callable[[bytes, Target], None]
 ErrorSink = Callable[[SipParseError, bytes, Target], None]
 
@@ -149,26 +152,49 @@ class Transports:
         self.tcp_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
-        """Bind the configured transports (UDP and TCP share the port number when it is 0)."""
+        """Bind the configured transports (UDP and TCP share the port number when it is 0:
+        the kernel picks the UDP port, and a TCP socket that already holds that number makes
+        us pick again, a bounded number of times)."""
         cfg = self.config
-        port = cfg.port
-        if "udp" in cfg.transports:
-            sock = socket.socket(
-                socket.AF_INET6 if ":" in cfg.listen else socket.AF_INET, socket.SOCK_DGRAM
-            )
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.udp_rcvbuf)
-            sock.bind((cfg.listen, port))
-            _, proto = await self.loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
-            self._udp = proto
-            self.udp_address = sock.getsockname()[:2]
-            port = self.udp_address[1]
-        if "tcp" in cfg.transports:
-            self._server = await self.loop.create_server(
-                lambda: _Conn(self), cfg.listen, port, reuse_address=True, backlog=1024
-            )
-            self.tcp_address = self._server.sockets[0].getsockname()[:2]
+        both = "udp" in cfg.transports and "tcp" in cfg.transports
+        for attempt in range(EPHEMERAL_BIND_ATTEMPTS if cfg.port == 0 and both else 1):
+            port = await self._start_udp(cfg.port) if "udp" in cfg.transports else cfg.port
+            if "tcp" in cfg.transports:
+                try:
+                    self._server = await self.loop.create_server(
+                        lambda: _Conn(self), cfg.listen, port, reuse_address=True, backlog=1024
+                    )
+                except OSError:
+                    if cfg.port != 0 or not both or attempt == EPHEMERAL_BIND_ATTEMPTS - 1:
+                        raise
+                    self._stop_udp()  # that number is taken for TCP: try another pair
+                    continue
+                self.tcp_address = self._server.sockets[0].getsockname()[:2]
+            break
         self._arm_sweeper()
+
+    async def _start_udp(self, port: int) -> int:
+        cfg = self.config
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in cfg.listen else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.udp_rcvbuf)
+        try:
+            sock.bind((cfg.listen, port))
+        except OSError:
+            sock.close()
+            raise
+        _, proto = await self.loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+        self._udp = proto
+        self.udp_address = sock.getsockname()[:2]
+        return self.udp_address[1]
+
+    def _stop_udp(self) -> None:
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        self._udp = None
+        self.udp_address = None
 
     def _arm_sweeper(self) -> None:
         period = max(0.5, self.config.tcp_idle_timeout / 4)
