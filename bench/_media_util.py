@@ -401,6 +401,26 @@ def ProbeFleet(opts: Any, send_log: SendLog) -> Any:
     return _probe_fleet_class()(opts, send_log)
 
 
+async def start_probe(
+    opts: Any, send_log: SendLog, stop: asyncio.Event, timeout: float = 20.0
+) -> tuple[Any, list[asyncio.Task[None]]]:
+    """Start a ``ProbeFleet`` in this process: registered, its devices running until
+    ``stop``; returns the fleet and its device tasks for ``stop_probe``."""
+    fleet = ProbeFleet(opts, send_log)
+    await fleet.endpoint.start()
+    async with asyncio.timeout(timeout):
+        await fleet.register_all()
+    return fleet, [asyncio.create_task(d.run(stop)) for d in fleet.devices.values()]
+
+
+async def stop_probe(fleet: Any, runners: list[asyncio.Task[None]]) -> None:
+    """After ``stop`` is set: wait for the devices, end their media sessions, close."""
+    await asyncio.gather(*runners, return_exceptions=True)
+    for session in list(fleet.sessions.values()):
+        await session.stop()
+    await fleet.endpoint.close()
+
+
 # ---------------------------------------------------------------- reference relay and senders
 
 

@@ -45,12 +45,13 @@ import httpx
 from bench._media_util import (
     FlvTag,
     FlvViewer,
-    ProbeFleet,
     PsInfo,
     SendLog,
     build_test_ps,
     open_viewer,
     percentile,
+    start_probe,
+    stop_probe,
 )
 from bench._proc import (
     Deadline,
@@ -404,11 +405,7 @@ async def run(args: argparse.Namespace, info: PsInfo, workdir: Path) -> _Report:
             server_id=NODES[0][1], password=PASSWORD,
         )  # fmt: skip
         send_log = SendLog()
-        fleet = ProbeFleet(opts, send_log)
-        await fleet.endpoint.start()
-        async with asyncio.timeout(20.0):
-            await fleet.register_all()
-        runners = [asyncio.create_task(d.run(stop)) for d in fleet.devices.values()]
+        fleet, runners = await start_probe(opts, send_log, stop, 20.0)
         probe = channel_ids(opts.device_ids()[0], 1)[0]
         cameras = Cameras(workdir, args.streams, nodes[0].sip_port, info.path)
         ctx = _Run(nodes, clients, cameras, probe, send_log)
@@ -439,10 +436,7 @@ async def run(args: argparse.Namespace, info: PsInfo, workdir: Path) -> _Report:
             cameras.close()
         stop.set()
         if fleet is not None:
-            await asyncio.gather(*runners, return_exceptions=True)
-            for session in list(fleet.sessions.values()):
-                await session.stop()
-            await fleet.endpoint.close()
+            await stop_probe(fleet, runners)
         for n in nodes:
             n.close()
     return report

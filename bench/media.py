@@ -46,7 +46,6 @@ import httpx
 
 from bench._media_util import (
     FlvViewer,
-    ProbeFleet,
     PsInfo,
     ReferenceResult,
     SendLog,
@@ -54,6 +53,8 @@ from bench._media_util import (
     open_viewer,
     percentile,
     run_reference,
+    start_probe,
+    stop_probe,
 )
 from bench._proc import (
     Deadline,
@@ -425,11 +426,7 @@ async def run_gbgw(args: argparse.Namespace, info: PsInfo, workdir: Path) -> lis
             media=str(ps), keepalive=30.0, local_host="127.0.0.1",
         )  # fmt: skip
         send_log = SendLog()
-        fleet = ProbeFleet(opts, send_log)
-        await fleet.endpoint.start()
-        async with asyncio.timeout(20.0):
-            await fleet.register_all()
-        runners = [asyncio.create_task(d.run(stop)) for d in fleet.devices.values()]
+        fleet, runners = await start_probe(opts, send_log, stop, 20.0)
         await _wait_channels(client, 1, Deadline.after(20.0, "probe channel listed"))
         rss_base = rss_kib([gw.proc.pid])
         probe_cid = channel_ids(opts.device_ids()[0], 1)[0]
@@ -465,10 +462,7 @@ async def run_gbgw(args: argparse.Namespace, info: PsInfo, workdir: Path) -> lis
                 sim.close()
         stop.set()
         if fleet is not None:
-            await asyncio.gather(*runners, return_exceptions=True)
-            for session in list(fleet.sessions.values()):
-                await session.stop()
-            await fleet.endpoint.close()
+            await stop_probe(fleet, runners)
         gw.close()
     return results
 

@@ -53,11 +53,12 @@ import httpx
 from bench._media_util import (
     FlvTag,
     FlvViewer,
-    ProbeFleet,
     SendLog,
     build_test_ps,
     open_viewer,
     percentile,
+    start_probe,
+    stop_probe,
 )
 from bench._proc import (
     Deadline,
@@ -482,11 +483,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> tuple[Reference, list
             media=str(info.path), keepalive=30.0, local_host="127.0.0.1",
         )  # fmt: skip
         log = SendLog()
-        fleet = ProbeFleet(opts, log)
-        await fleet.endpoint.start()
-        async with asyncio.timeout(20):
-            await fleet.register_all()
-        runners = [asyncio.create_task(d.run(stop)) for d in fleet.devices.values()]
+        fleet, runners = await start_probe(opts, log, stop, 20)
         channel = channel_ids(opts.device_ids()[0], 1)[0]
         deadline = Deadline.after(20, "probe channel listed")
         async with httpx.AsyncClient(base_url=url, timeout=10) as c:
@@ -524,10 +521,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> tuple[Reference, list
             v.close()
         stop.set()
         if fleet is not None:
-            await asyncio.gather(*runners, return_exceptions=True)
-            for session in list(fleet.sessions.values()):
-                await session.stop()
-            await fleet.endpoint.close()
+            await stop_probe(fleet, runners)
         gw.close()
     return ref, steps
 
